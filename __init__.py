@@ -1,0 +1,17 @@
+"""RestoreX for ComfyUI: CLIP-RestoreX exposure correction as composable nodes.
+
+ComfyUI imports this folder as a package (custom_nodes/<folder>/__init__.py) and reads NODE_CLASS_MAPPINGS.
+The library, restorex_core, sits next to this file; the folder goes on sys.path (at the end, so it shadows
+nothing) so that ``import restorex_core`` works whatever the folder is called.
+"""
+
+import os
+import sys
+
+_PACK_DIR = os.path.dirname(os.path.abspath(__file__))
+if _PACK_DIR not in sys.path:
+    sys.path.append(_PACK_DIR)
+
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402 - needs the path above
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

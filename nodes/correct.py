@@ -1,0 +1,47 @@
+"""ExposureCorrect: the whole method in one node, with a strength and an optional (feathered) mask."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from restorex_core.compose import correct_blended
+
+from .runtime import ManagedRestoreX, image_out, run_tiled
+from .stages import CATEGORY, MODEL, OVERLAP, SEED, STEPS, TILE
+
+
+class ExposureCorrect:
+    """Corrects under- and over-exposure in one step (priors -> FFEDM -> Restormer). Gives the same pixels as
+    the staged graph with the same seed, steps and tile."""
+
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802, ANN206
+        return {
+            "required": {
+                "model": MODEL,
+                "image": ("IMAGE", {"tooltip": "The photo(s) to correct; RGBA keeps its alpha untouched."}),
+                "seed": SEED, "steps": STEPS,
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip":
+                                       "Blend with the input: 0 = unchanged, 1 = fully corrected."}),
+                "feather": ("INT", {"default": 16, "min": 0, "max": 512, "tooltip": "Soft edge of the mask, in "
+                                    "pixels (Gaussian). Ignored without a mask."}),
+                "tile": TILE, "overlap": OVERLAP,
+            },
+            "optional": {"mask": ("MASK", {"tooltip": "Correct only where the mask is 1 (any size: resized to "
+                                                      "the image). Without a mask the whole image is corrected."})},
+        }
+
+    RETURN_TYPES, RETURN_NAMES, FUNCTION, CATEGORY = ("IMAGE",), ("image",), "correct", CATEGORY
+    OUTPUT_TOOLTIPS = ("The corrected image.",)
+    DESCRIPTION = __doc__
+
+    def correct(self, model: ManagedRestoreX, image: Tensor, seed: int, steps: int, strength: float, feather: int,
+                tile: int, overlap: int, mask: Tensor | None = None) -> tuple[Tensor]:
+        def run(net, x, tile_, overlap_, report):  # noqa: ANN001, ANN202
+            return correct_blended(net, x, seed=seed, steps=steps or None, tile=tile_, overlap=overlap_,
+                                   strength=strength, mask=None if mask is None else mask.to(x.device),
+                                   feather=feather, progress=report)
+
+        with torch.inference_mode():
+            return (image_out(run_tiled(model, image, run, tile=tile, overlap=overlap), image),)

@@ -1,0 +1,93 @@
+"""LoadRestoreXModel: a checkpoint from models/restorex under ComfyUI's model management, loaded once."""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+import torch
+
+from restorex_core import MissingWeightsError, load_checkpoint, read_header
+
+from . import paths
+from .runtime import ManagedRestoreX, comfy_mm
+
+CATEGORY = "image/restoration/RestoreX"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+CACHE_SIZE = 2  # loaded checkpoints kept in RAM, so switching between two files does not reload them
+_cache: OrderedDict[tuple, ManagedRestoreX] = OrderedDict()
+
+
+def _devices(device: str) -> tuple[torch.device, torch.device]:
+    """(load device, offload device) for the device choice."""
+    mm = comfy_mm()
+    if device == "cpu":
+        return torch.device("cpu"), torch.device("cpu")
+    load = mm.get_torch_device()
+    if device == "gpu" and load.type == "cpu":
+        raise RuntimeError("device 'gpu' was chosen but ComfyUI runs on the CPU (started with --cpu, or no GPU "
+                           "found): choose device 'auto' or 'cpu'")
+    return load, mm.unet_offload_device()
+
+
+def load_managed(model_name: str, clip_name: str, device: str, dtype: str) -> ManagedRestoreX:
+    """Resolve the files, then return the cached model for them or load it (see the node below)."""
+    path = paths.find_model(model_name)
+    clip_path = None if clip_name == paths.FROM_CHECKPOINT else paths.find_clip(clip_name)
+    load_device, offload_device = _devices(device)
+    torch_dtype = torch.float32 if dtype == "auto" else DTYPES[dtype]
+    stat = os.stat(path)
+    clip_stat = os.stat(clip_path) if clip_path else None
+    key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size, clip_path and os.path.realpath(clip_path),
+           clip_stat and clip_stat.st_mtime_ns, str(load_device), str(torch_dtype))
+    if key in _cache:
+        _cache.move_to_end(key)
+        return _cache[key]
+    if clip_path is None and read_header(path).get("clip_stored") == "false":
+        raise MissingWeightsError(paths.clip_needed_message(model_name))
+    model = load_checkpoint(path, clip=clip_path, device=offload_device, dtype=torch_dtype)
+    managed = ManagedRestoreX.create(model, load_device=load_device, offload_device=offload_device,
+                                     source=os.path.basename(path))
+    _cache[key] = managed
+    while len(_cache) > CACHE_SIZE:
+        _cache.popitem(last=False)
+    return managed
+
+
+class LoadRestoreXModel:
+    """Loads a RestoreX checkpoint. The model then lives under ComfyUI's model management: it goes to the GPU
+    when a RestoreX node runs and is offloaded when another model needs the memory."""
+
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802, ANN206 - ComfyUI's name
+        return {"required": {
+            "model_name": (paths.model_files(), {"tooltip": "RestoreX checkpoint in models/restorex/ (or this "
+                                                            "pack's weights/ folder)."}),
+            "clip_name": (paths.clip_files(), {"tooltip": f"CLIP ViT-B/32 image encoder from models/clip_vision/. "
+                                                          f"'{paths.FROM_CHECKPOINT}': the encoder stored in the "
+                                                          "checkpoint (the default weights store theirs)."}),
+            "device": (["auto", "cpu", "gpu"], {"default": "auto", "tooltip": "auto: ComfyUI's device (the GPU "
+                                                                               "unless --cpu). cpu: keep it on the CPU."}),
+            "dtype": (["auto", "fp32", "bf16", "fp16"], {"default": "auto", "tooltip": "Weight precision. auto = "
+                                                         "fp32 (the model is small; fp16/bf16 halve its memory)."}),
+        }}
+
+    RETURN_TYPES = ("RESTOREX_MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The loaded RestoreX model (CLIP priors, FFEDM and Restormer).",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = __doc__
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model_name, clip_name):  # noqa: N802, ANN206 - replaces the combo check: says where it looked
+        try:
+            paths.find_model(model_name)
+            if clip_name != paths.FROM_CHECKPOINT:
+                paths.find_clip(clip_name)
+        except MissingWeightsError as e:
+            return str(e)
+        return True
+
+    def load(self, model_name: str, clip_name: str, device: str, dtype: str) -> tuple[ManagedRestoreX]:
+        return (load_managed(model_name, clip_name, device, dtype),)

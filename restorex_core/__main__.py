@@ -1,0 +1,3 @@
+from restorex_core.cli import main
+
+raise SystemExit(main())

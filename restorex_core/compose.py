@@ -1,0 +1,143 @@
+"""Putting a correction back into a picture, and sizing tiles: helpers for hosts such as ComfyUI.
+
+* :func:`correction_weight` / :func:`feather_mask` / :func:`blend`: correct only inside a (feathered) mask and
+  at a given strength, keeping an alpha channel untouched.
+* :func:`correct_blended`: the whole one-call correction used by the ExposureCorrect node.
+* :func:`restore_bytes_per_pixel` / :func:`tile_for_memory`: the tile size that fits in the free memory.
+
+Pure torch. Images are (B, C, H, W) float in [0, 1] with C in {1, 3, 4}; masks are (B, H, W), (H, W) or
+(B, 1, H, W) float in [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import ImageInputError
+
+if TYPE_CHECKING:
+    from .arch.restormer import RestormerConfig
+    from .model import RestoreX
+
+
+def feather_mask(mask: Tensor, radius: int) -> Tensor:
+    """Soften a mask's edge with a separable Gaussian (sigma = radius / 2, kernel 2 * radius + 1).
+
+    Args:
+        mask: (B, 1, H, W) float in [0, 1].
+        radius: feather width in pixels; 0 returns the mask unchanged. An all-zero mask stays exactly zero.
+    """
+    if radius < 0:
+        raise ValueError(f"feather radius must be >= 0, got {radius}")
+    if radius == 0:
+        return mask
+    sigma = radius / 2
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=mask.device)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(mask.dtype)
+    out = F.pad(mask, (radius, radius, 0, 0), mode="replicate")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1))  # along W
+    out = F.pad(out, (0, 0, radius, radius), mode="replicate")
+    out = F.conv2d(out, kernel.view(1, 1, -1, 1))  # along H
+    return out.clamp(0.0, 1.0)
+
+
+def correction_weight(mask: Tensor | None, *, batch: int, height: int, width: int, strength: float,
+                      feather: int = 0) -> Tensor:
+    """Per-pixel weight w of the corrected image: ``out = (1 - w) * original + w * corrected``.
+
+    Args:
+        mask: None (everywhere) or a mask of any size (resized bilinearly to H x W); a batch of one serves
+            every image.
+        strength: 0 (unchanged) .. 1 (fully corrected).
+        feather: edge softening radius in pixels (see :func:`feather_mask`).
+    Returns:
+        (B or 1, 1, H or 1, W or 1) float32 in [0, 1].
+    """
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    if mask is None:
+        return torch.full((1, 1, 1, 1), float(strength))
+    m = mask.detach().float()
+    if m.ndim == 2:
+        m = m[None]
+    if m.ndim == 3:
+        m = m[:, None]
+    if m.ndim != 4 or m.shape[1] != 1:
+        raise ImageInputError(f"a mask must be (B, H, W), (H, W) or (B, 1, H, W), got shape {tuple(mask.shape)}")
+    if m.shape[0] not in (1, batch):
+        raise ImageInputError(f"a batch of {m.shape[0]} masks cannot serve a batch of {batch} images; "
+                              "give one mask per image or a single mask for all")
+    if not torch.isfinite(m).all():
+        raise ImageInputError("the mask contains NaN or infinite values")
+    m = m.clamp(0.0, 1.0)
+    if m.shape[-2:] != (height, width):
+        m = F.interpolate(m, size=(height, width), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
+    return feather_mask(m, feather) * float(strength)
+
+
+def blend(original: Tensor, corrected: Tensor, weight: Tensor) -> Tensor:
+    """``lerp(original, corrected, weight)`` on the colour channels; an alpha channel (C = 4) is kept as is.
+
+    A weight of exactly 0 gives ``original`` back bit for bit, and exactly 1 gives ``corrected``.
+    """
+    if original.shape != corrected.shape:
+        raise ImageInputError(f"cannot blend images of shapes {tuple(original.shape)} and {tuple(corrected.shape)}")
+    out = torch.lerp(original, corrected.to(original), weight.to(original))
+    if original.shape[1] == 4:
+        out[:, 3:] = original[:, 3:]
+    return out
+
+
+def correct_blended(model: RestoreX, images: Tensor, *, seed: int = 0, steps: int | None = None,
+                    tile: int | None = None, overlap: int = 32, strength: float = 1.0, mask: Tensor | None = None,
+                    feather: int = 0, progress: Callable[[int, int], None] | None = None) -> Tensor:
+    """Exposure-correct ``images`` (extract -> FFEDM -> Restormer) and blend the result back.
+
+    Runs the same three stages, with the same arguments, as the staged node graph, so both give the same
+    pixels. Nothing runs when the weight is zero everywhere (strength 0 or an empty mask).
+
+    Args:
+        images: (B, C, H, W) float in [0, 1], C in {1, 3, 4}, on the model's device.
+        progress: called as (done, total) per Restormer tile.
+    Returns:
+        (B, C, H, W) float in [0, 1].
+    """
+    b, _, h, w = images.shape
+    weight = correction_weight(mask, batch=b, height=h, width=w, strength=strength, feather=feather)
+    if not bool((weight > 0).any()):
+        return images.clone()
+    priors = model.enhance_priors(model.extract_priors(images, stage="input"), steps=steps, seed=seed)
+    corrected = model.restore(images, priors, tile=tile, overlap=overlap, progress=progress)
+    return blend(images, corrected, weight.to(images.device))
+
+
+def restore_bytes_per_pixel(config: RestormerConfig, dtype: torch.dtype) -> int:
+    """Peak activation memory of one Restormer forward per input pixel (upper estimate).
+
+    The widest full-resolution stages (decoder level 1 and refinement, 2 * dim channels) hold the block
+    input, the LayerNorm output, 3 * 2 * dim q/k/v channels and their depthwise conv, and the gated FFN's
+    2 * ffn * 2 * dim hidden channels, plus the encoder skip; about 32 * dim values per pixel. Add the
+    input/output images and padding.
+    """
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return int(32 * config.dim * itemsize + 16 * 4)
+
+
+def tile_for_memory(free_bytes: int, *, height: int, width: int, bytes_per_pixel: int, min_tile: int = 128,
+                    multiple: int = 64, headroom: float = 0.5) -> int | None:
+    """The tile size that fits in ``headroom * free_bytes``, or None when the whole image fits untiled.
+
+    Returns a multiple of ``multiple``, never below ``min_tile``.
+    """
+    budget = max(free_bytes, 0) * headroom
+    if height * width * bytes_per_pixel <= budget:
+        return None
+    side = int(math.sqrt(budget / bytes_per_pixel)) // multiple * multiple
+    return max(min_tile, side)

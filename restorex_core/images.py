@@ -1,0 +1,73 @@
+"""Image tensor checks and the channel/padding conventions shared by every entry point."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import ImageInputError
+
+LUMA = (0.299, 0.587, 0.114)  # Rec. 601, for returning grayscale inputs as grayscale
+RANGE_TOLERANCE = 1.0 / 255  # values this far outside [0, 1] are rounding noise and are clamped
+
+
+def check_images(images: Tensor, *, name: str = "images") -> Tensor:
+    """Validate a (B, C, H, W) float batch in [0, 1] with C in {1, 3, 4}; return it clamped to [0, 1]."""
+    if not isinstance(images, Tensor):
+        raise ImageInputError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
+    if images.ndim != 4:
+        raise ImageInputError(f"{name} must be (B, C, H, W), got shape {tuple(images.shape)}")
+    b, c, h, w = images.shape
+    if b == 0:
+        raise ImageInputError(f"{name} is an empty batch (B = 0): pass at least one image")
+    if c not in (1, 3, 4):
+        raise ImageInputError(f"{name} has {c} channels; RestoreX takes 1 (gray), 3 (RGB) or 4 (RGBA) channels")
+    if h == 0 or w == 0:
+        raise ImageInputError(f"{name} has an empty size {h}x{w}")
+    if not images.is_floating_point():
+        raise ImageInputError(f"{name} must be float in [0, 1], got {images.dtype}; divide 8-bit data by 255")
+    if not torch.isfinite(images).all():
+        raise ImageInputError(f"{name} contains NaN or inf values; fix the node or file that produced them")
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
+        raise ImageInputError(f"{name} must be in [0, 1], got values in [{lo:.3f}, {hi:.3f}]; "
+                              "rescale it (8-bit data: divide by 255)")
+    return images.clamp(0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class SplitChannels:
+    rgb: Tensor  # (B, 3, H, W)
+    alpha: Tensor | None  # (B, 1, H, W), put back untouched
+    gray: bool
+
+    def merge(self, rgb: Tensor) -> Tensor:
+        """Restored RGB -> the input's channel layout."""
+        if self.gray:
+            weights = torch.tensor(LUMA, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
+            return (rgb * weights).sum(dim=1, keepdim=True)
+        if self.alpha is not None:
+            return torch.cat([rgb, self.alpha.to(rgb.device, rgb.dtype)], dim=1)
+        return rgb
+
+
+def split_channels(images: Tensor) -> SplitChannels:
+    c = images.shape[1]
+    if c == 1:
+        return SplitChannels(images.expand(-1, 3, -1, -1), None, True)
+    if c == 4:
+        return SplitChannels(images[:, :3], images[:, 3:], False)
+    return SplitChannels(images, None, False)
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
+    """Pad bottom/right to a multiple (reflect where the image is large enough, else replicate)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x, (h, w)
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)

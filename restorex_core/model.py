@@ -1,0 +1,164 @@
+"""RestoreX: CLIP priors -> FFEDM enhancement -> prior-injected Restormer (the paper's Fig. 2)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from .arch.clip_vit import ClipVision
+from .arch.pem import PriorExtraction
+from .arch.prior_diffusion import FFEDM
+from .arch.restormer import PriorRestormer
+from .config import RestoreXConfig
+from .errors import ClipWeightsError
+from .images import check_images, pad_to_multiple, split_channels
+from .pipeline import sample_priors
+from .priors import Priors
+from .scheduler import DDPMScheduler
+from .tiling import tiled_apply
+
+Progress = Callable[[int, int], None]
+_CLIP_SHAPE_FIELDS = ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio")
+
+
+class RestoreX(nn.Module):
+    """The full model. State-dict namespaces: ``clip``, ``pem_reference`` (PEM-S1, applied to well-exposed
+    images), ``pem_input`` (PEM-S2, applied to the degraded input), ``ffedm``, ``restormer``.
+
+    Images everywhere are (B, C, H, W) float in [0, 1] with C in {1, 3, 4} and any H, W >= 1; outputs have
+    the same shape, clamped to [0, 1]. Nothing here disables gradients: wrap inference in
+    ``torch.inference_mode()``.
+    """
+
+    supports_half = True  # fp16 and bf16 run; FFTs and the FFEDM chain stay in fp32
+    supports_bfloat16 = True
+
+    def __init__(self, config: RestoreXConfig, *, clip: ClipVision | None = None) -> None:
+        super().__init__()
+        self.config = config
+        if clip is None:
+            clip = ClipVision(config.clip)
+        else:
+            mismatch = [f for f in _CLIP_SHAPE_FIELDS if getattr(clip.config, f) != getattr(config.clip, f)]
+            if mismatch:
+                got = {f: getattr(clip.config, f) for f in mismatch}
+                want = {f: getattr(config.clip, f) for f in mismatch}
+                raise ClipWeightsError(f"the CLIP encoder given has {got} but this model needs {want}")
+            clip.config = config.clip  # taps, input size and trainability come from the model's config
+            clip.requires_grad_(config.clip.trainable)
+            clip.train(self.training)
+        clip.prune_intermediate_layers()
+        self.clip = clip
+        self.pem_reference = PriorExtraction(config.pem)
+        self.pem_input = PriorExtraction(config.pem)
+        self.ffedm = FFEDM(config.ffedm)
+        self.restormer = PriorRestormer(config.restormer)
+        self.scheduler = DDPMScheduler(
+            num_train_timesteps=config.ffedm.timesteps,
+            beta_start=config.ffedm.beta_start,
+            beta_end=config.ffedm.beta_end,
+            prediction_type="sample" if config.ffedm.objective == "x0" else "epsilon",
+            stochastic=config.ffedm.objective == "eps",
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.restormer.output.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.restormer.output.weight.dtype
+
+    # -- stage 1: Prior Extraction Module ------------------------------------------------------------
+    def extract_priors(self, images: Tensor, *, stage: Literal["input", "reference"] = "input") -> Priors:
+        """CLIP block features -> prior vectors.
+
+        Args:
+            images: (B, C, H, W) float in [0, 1]; squash-resized to CLIP's input size inside.
+            stage: "input" runs PEM-S2 (a badly exposed photo, to be enhanced by FFEDM); "reference" runs
+                PEM-S1 (the image is taken as well exposed: the stage-1 path, or a reference photo).
+        """
+        if stage not in ("input", "reference"):
+            raise ValueError(f"stage must be 'input' or 'reference', not {stage!r}")
+        rgb = split_channels(check_images(images)).rgb
+        clip_dtype = self.clip.visual.conv1.weight.dtype
+        tokens = self.clip(rgb.to(self.device, clip_dtype))  # N_taps x (B, N, W)
+        pem = self.pem_input if stage == "input" else self.pem_reference
+        return Priors(tuple(pem(tokens)), self.config.clip.taps, stage, enhanced=False)
+
+    # -- stage 2: FFEDM -------------------------------------------------------------------------------
+    def enhance_priors(
+        self,
+        priors: Priors,
+        *,
+        steps: int | None = None,
+        seed: int | None = None,
+        target: Priors | None = None,
+        callback: Progress | None = None,
+    ) -> Priors:
+        """Turn input priors into the priors of a well-exposed image with the FFEDM reverse chain.
+
+        Args:
+            steps: reverse steps (default: all ``ffedm.timesteps``).
+            seed: seeds x_T; the same seed gives the same priors on every device.
+            target: training only: start from q(x_T | target) as DiffIR does; gradients reach the denoisers
+                and PEM-S2 through every step.
+        """
+        if priors.stage != "input" or priors.enhanced:
+            raise ValueError(f"FFEDM enhances raw input priors; these are {priors.stage} priors"
+                             f"{' already enhanced' if priors.enhanced else ''}: pass them to restore() directly")
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        cond = self.ffedm.encode(priors.stacked().to(self.device))  # (B, N, d) fp32
+        x_target = self.ffedm.encode(target.stacked().to(self.device)) if target is not None else None
+        z = sample_priors(self.ffedm, self.scheduler, cond, steps=steps, generator=generator,
+                          target=x_target, callback=callback)
+        vectors = self.ffedm.decode(z).unbind(dim=1)  # N x (B, D) fp32
+        return Priors(tuple(vectors), priors.blocks, "input", enhanced=True)
+
+    # -- stage 3: prior-injected Restormer ------------------------------------------------------------
+    def restore(
+        self,
+        images: Tensor,
+        priors: Priors,
+        *,
+        tile: int | None = None,
+        overlap: int = 32,
+        progress: Progress | None = None,
+    ) -> Tensor:
+        """Run the Restormer with the priors injected; ``tile`` bounds memory (priors stay global)."""
+        images = check_images(images)
+        if priors.blocks != self.config.clip.taps or priors.dim != self.config.pem.dim:
+            raise ValueError(f"priors of blocks {priors.blocks} (D={priors.dim}) do not fit this model "
+                             f"(blocks {self.config.clip.taps}, D={self.config.pem.dim})")
+        split = split_channels(images)
+        vectors = list(priors.expand(images.shape[0]).to(self.device, self.dtype).vectors)
+
+        def run(x: Tensor) -> Tensor:
+            padded, (h, w) = pad_to_multiple(x.to(self.device, self.dtype), self.restormer.multiple_of)
+            return self.restormer(padded, vectors)[:, :, :h, :w]
+
+        rgb = split.rgb
+        if tile is None or (rgb.shape[-2] <= tile and rgb.shape[-1] <= tile):
+            out = run(rgb)
+            if progress is not None:
+                progress(1, 1)
+        else:
+            out = tiled_apply(run, rgb, tile=tile, overlap=overlap, progress=progress)
+        out = out.to(images.device, images.dtype).clamp(0.0, 1.0)
+        return split.merge(out)
+
+    def correct(
+        self,
+        images: Tensor,
+        *,
+        seed: int | None = 0,
+        steps: int | None = None,
+        tile: int | None = None,
+        overlap: int = 32,
+    ) -> Tensor:
+        """The whole method: priors from the input, enhanced by FFEDM, injected into the Restormer."""
+        priors = self.enhance_priors(self.extract_priors(images, stage="input"), steps=steps, seed=seed)
+        return self.restore(images, priors, tile=tile, overlap=overlap)

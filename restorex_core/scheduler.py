@@ -1,0 +1,124 @@
+"""DDPM noise schedule and reverse step for FFEDM (METHOD.md §4), a plain class in diffusers' shape.
+
+Notation (Ho et al. 2020; the paper's eqs. 2-6):
+    beta_t, alpha_t = 1 - beta_t, alpha_bar_t = prod_{s<=t} alpha_s
+    (2) q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)
+    (4) posterior mean  mu_t = coef1_t * x0_hat + coef2_t * x_t
+        coef1_t = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t)
+        coef2_t = sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)
+    (5) posterior variance  sigma_t^2 = beta_t (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)
+DiffIR's code (and our default) predicts x0 and samples deterministically: x_{t-1} = mu_t.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+PredictionType = Literal["sample", "epsilon"]
+BetaSchedule = Literal["sqrt_linear", "linear"]
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    prev_sample: Tensor  # x_{t-1}
+    pred_original_sample: Tensor  # x0_hat
+
+
+class DDPMScheduler:
+    """Tables in float64, handed out in the sample's dtype; every op is differentiable."""
+
+    def __init__(
+        self,
+        *,
+        num_train_timesteps: int = 4,
+        beta_start: float = 0.1,
+        beta_end: float = 0.99,
+        beta_schedule: BetaSchedule = "sqrt_linear",
+        prediction_type: PredictionType = "sample",
+        stochastic: bool = False,
+    ) -> None:
+        if prediction_type not in ("sample", "epsilon"):
+            raise ValueError(f"prediction_type must be 'sample' or 'epsilon', not {prediction_type!r}")
+        if beta_schedule == "sqrt_linear":  # DiffIR's make_beta_schedule('linear'): linspace of sqrt, squared
+            betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64) ** 2
+        elif beta_schedule == "linear":
+            betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
+        else:
+            raise ValueError(f"beta_schedule must be 'sqrt_linear' or 'linear', not {beta_schedule!r}")
+        self.num_train_timesteps = num_train_timesteps
+        self.prediction_type = prediction_type
+        self.stochastic = stochastic
+        self.betas = betas
+        self.alphas = 1.0 - betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        self.set_timesteps(num_train_timesteps)
+
+    def set_timesteps(self, num_inference_steps: int | None = None, device: torch.device | str | None = None) -> None:
+        """Spread ``num_inference_steps`` (<= T) evenly over the T training steps, last step t = 0."""
+        n = self.num_train_timesteps if num_inference_steps is None else int(num_inference_steps)
+        if not 1 <= n <= self.num_train_timesteps:
+            raise ValueError(f"steps must be in 1..{self.num_train_timesteps}, got {n}")
+        ts = torch.linspace(self.num_train_timesteps - 1, 0, n, dtype=torch.float64).round().long()
+        self.timesteps = ts.to(device) if device is not None else ts
+        self.num_inference_steps = n
+        # previous timestep of each step; -1 means "the chain ends": alpha_bar_{-1} = 1
+        self._prev = {int(t): (int(ts[i + 1]) if i + 1 < n else -1) for i, t in enumerate(ts)}
+
+    def _alpha_bar(self, t: int) -> Tensor:
+        return self.alphas_cumprod[t] if t >= 0 else torch.ones((), dtype=torch.float64)
+
+    def coefficients(self, t: int) -> tuple[float, float, float]:
+        """(coef1, coef2, variance) of the step t -> prev(t), eqs. 4-5 with respaced alphas."""
+        ab_t, ab_prev = self._alpha_bar(t), self._alpha_bar(self._prev.get(t, t - 1))
+        alpha_t = ab_t / ab_prev
+        beta_t = 1.0 - alpha_t
+        coef1 = ab_prev.sqrt() * beta_t / (1.0 - ab_t)
+        coef2 = alpha_t.sqrt() * (1.0 - ab_prev) / (1.0 - ab_t)
+        var = beta_t * (1.0 - ab_prev) / (1.0 - ab_t)
+        return float(coef1), float(coef2), float(var)
+
+    @property
+    def posterior_mean_coef1(self) -> Tensor:
+        return torch.tensor([self._train_coeffs(t)[0] for t in range(self.num_train_timesteps)], dtype=torch.float64)
+
+    @property
+    def posterior_mean_coef2(self) -> Tensor:
+        return torch.tensor([self._train_coeffs(t)[1] for t in range(self.num_train_timesteps)], dtype=torch.float64)
+
+    @property
+    def posterior_variance(self) -> Tensor:
+        return torch.tensor([self._train_coeffs(t)[2] for t in range(self.num_train_timesteps)], dtype=torch.float64)
+
+    def _train_coeffs(self, t: int) -> tuple[float, float, float]:
+        ab_t, ab_prev = self._alpha_bar(t), self._alpha_bar(t - 1)
+        beta_t = self.betas[t]
+        return (
+            float(ab_prev.sqrt() * beta_t / (1 - ab_t)),
+            float(self.alphas[t].sqrt() * (1 - ab_prev) / (1 - ab_t)),
+            float(beta_t * (1 - ab_prev) / (1 - ab_t)),
+        )
+
+    def add_noise(self, original_samples: Tensor, noise: Tensor, t: int) -> Tensor:
+        """Eq. 2: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps."""
+        ab = self.alphas_cumprod[int(t)]
+        return float(ab.sqrt()) * original_samples + float((1 - ab).sqrt()) * noise
+
+    def step(self, model_output: Tensor, t: int, sample: Tensor, generator: torch.Generator | None = None) -> StepOutput:
+        """One reverse step x_t -> x_{t-1}."""
+        t = int(t)
+        ab_t = self.alphas_cumprod[t]
+        if self.prediction_type == "sample":
+            x0_hat = model_output
+        else:  # eq. 3 inverted: x0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)
+            x0_hat = (sample - float((1 - ab_t).sqrt()) * model_output) / float(ab_t.sqrt())
+        coef1, coef2, var = self.coefficients(t)
+        prev = coef1 * x0_hat + coef2 * sample  # eq. 4
+        if self.stochastic and self._prev.get(t, -1) >= 0 and var > 0:  # eq. 5's noise term
+            noise = torch.randn(sample.shape, generator=generator, dtype=torch.float32,
+                                device=generator.device if generator is not None else "cpu")
+            prev = prev + var**0.5 * noise.to(device=sample.device, dtype=sample.dtype)
+        return StepOutput(prev_sample=prev, pred_original_sample=x0_hat)

@@ -1,0 +1,73 @@
+"""Run an image-to-image function over overlapping tiles with feathered blending.
+
+The priors stay global (computed once from the whole image); only the Restormer runs per tile, so memory
+is bounded by the tile size, whatever the image size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets covering [0, size) with tiles of ``tile`` overlapping by at least ``overlap``."""
+    if size <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, size - tile, stride))
+    return starts + [size - tile]
+
+
+def feather(length: int, overlap: int, ramp_start: bool, ramp_end: bool, device: torch.device) -> Tensor:
+    """1-D blending weights on the sides that touch another tile.
+
+    The outer quarter of the overlap gets weight 0 (those pixels saw the tile's zero padding, the main
+    source of seams), the next half ramps linearly to 1. Two tiles overlap by at least ``overlap`` pixels,
+    so every pixel keeps a positive total weight.
+    """
+    d = torch.arange(length, device=device, dtype=torch.float32)
+    w = torch.ones(length, device=device)
+    if overlap > 0:
+        dead, ramp = overlap / 4, max(overlap / 2, 1.0)
+        if ramp_start:
+            w = torch.minimum(w, ((d + 0.5 - dead) / ramp).clamp(0, 1))
+        if ramp_end:
+            w = torch.minimum(w, ((length - d - 0.5 - dead) / ramp).clamp(0, 1))
+    return w
+
+
+def tiled_apply(
+    fn: Callable[[Tensor], Tensor],
+    x: Tensor,
+    *,
+    tile: int,
+    overlap: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """Apply ``fn`` ((B, C, h, w) -> (B, C, h, w)) to ``x`` (B, C, H, W) tile by tile and blend."""
+    if tile < 8:
+        raise ValueError(f"tile must be at least 8 pixels, got {tile}")
+    if not 0 <= overlap < tile // 2:
+        raise ValueError(f"overlap must be in [0, tile / 2) = [0, {tile // 2}), got {overlap}")
+    b, c, h, w = x.shape
+    ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+    out = torch.zeros((b, c, h, w), dtype=torch.float32, device=x.device)
+    weight = torch.zeros((1, 1, h, w), dtype=torch.float32, device=x.device)
+    total, done = len(ys) * len(xs), 0
+    for y0 in ys:
+        th = min(tile, h - y0)
+        wy = feather(th, overlap, y0 > 0, y0 + th < h, x.device)
+        for x0 in xs:
+            tw = min(tile, w - x0)
+            wx = feather(tw, overlap, x0 > 0, x0 + tw < w, x.device)
+            piece = fn(x[:, :, y0 : y0 + th, x0 : x0 + tw])
+            mask = (wy[:, None] * wx[None, :])[None, None]  # (1, 1, th, tw)
+            out[:, :, y0 : y0 + th, x0 : x0 + tw] += piece.float().to(x.device) * mask
+            weight[:, :, y0 : y0 + th, x0 : x0 + tw] += mask
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    return (out / weight).to(x.dtype)

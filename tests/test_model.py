@@ -1,0 +1,161 @@
+"""RestoreX end to end on the tiny config: shapes, determinism, stages, gradients, tiling, bad input."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from restorex_core import ImageInputError, Priors, RestoreX, RestoreXConfig
+from restorex_core.arch.clip_vit import ClipVisionConfig
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (1, 3, 7, 13), (2, 3, 33, 65), (3, 3, 16, 16), (1, 3, 8, 3)])
+def test_odd_sizes_and_batches_keep_their_shape(tiny_model, shape):
+    x = torch.rand(shape)
+    with torch.inference_mode():
+        y = tiny_model.correct(x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+
+
+def test_seeded_correction_is_deterministic_and_seed_matters(tiny_model):
+    x = torch.rand(2, 3, 24, 40)
+    with torch.inference_mode():
+        a, b = tiny_model.correct(x, seed=3), tiny_model.correct(x, seed=3)
+        pa = tiny_model.enhance_priors(tiny_model.extract_priors(x), seed=3)
+        pc = tiny_model.enhance_priors(tiny_model.extract_priors(x), seed=4)
+    assert torch.equal(a, b)
+    assert not torch.equal(pa.stacked(), pc.stacked())
+
+
+def test_batch_items_are_independent(tiny_model):
+    x = torch.rand(3, 3, 16, 16)
+    with torch.inference_mode():
+        pri = tiny_model.extract_priors(x)
+        whole = tiny_model.restore(x, pri.to(torch.float32))
+        single = tiny_model.restore(x[1:2], pri[1])
+    assert torch.allclose(whole[1:2], single, atol=1e-6)
+
+
+def test_stage1_and_stage2_priors_differ_and_are_labelled(tiny_model):
+    x = torch.rand(1, 3, 32, 32)
+    with torch.inference_mode():
+        ref = tiny_model.extract_priors(x, stage="reference")
+        inp = tiny_model.extract_priors(x, stage="input")
+        enh = tiny_model.enhance_priors(inp, seed=0)
+    assert (ref.stage, ref.enhanced, ref.ready) == ("reference", False, True)
+    assert (inp.stage, inp.enhanced, inp.ready) == ("input", False, False)
+    assert enh.enhanced and enh.ready and enh.blocks == (1, 2, 3, 4)
+    assert not torch.allclose(ref.stacked(), inp.stacked())
+    with pytest.raises(ValueError, match="already enhanced"):
+        tiny_model.enhance_priors(enh)
+    with pytest.raises(ValueError, match="reference priors"):
+        tiny_model.enhance_priors(ref)
+
+
+def test_gradients_reach_pem_s2_ffedm_restormer_but_not_frozen_clip():
+    cfg = RestoreXConfig.tiny()
+    cfg = dataclasses.replace(cfg, clip=dataclasses.replace(cfg.clip, trainable=False))
+    model = RestoreX(cfg).train()
+    assert not model.clip.training  # frozen CLIP stays in eval mode
+    x, gt = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    teacher = model.extract_priors(gt, stage="reference").detach()
+    enhanced = model.enhance_priors(model.extract_priors(x), target=teacher, seed=0)
+    loss = (model.restore(x, enhanced) - gt).abs().mean() + (enhanced.stacked() - teacher.stacked()).abs().mean()
+    loss.backward()
+    grads = lambda mod: [p.grad for p in mod.parameters()]  # noqa: E731
+    assert all(g is not None and g.abs().sum() > 0 for g in grads(model.pem_input))
+    assert all(g is not None for g in grads(model.ffedm))
+    assert all(g is not None for g in grads(model.restormer))
+    assert all(g is None for g in grads(model.clip))
+    assert all(g is None for g in grads(model.pem_reference))
+
+
+def test_trainable_encoder_gets_gradients_in_stage1():
+    model = RestoreX(RestoreXConfig.tiny()).train()
+    x = torch.rand(1, 3, 32, 32)
+    model.restore(x, model.extract_priors(x, stage="reference")).mean().backward()
+    assert model.clip.visual.conv1.weight.grad is not None
+
+
+def test_tiled_output_within_2_of_255_of_untiled(tiny_model):
+    torch.manual_seed(5)
+    # a smooth photo-like image: gradients plus texture
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 512), torch.linspace(0, 1, 512), indexing="ij")
+    img = torch.stack([0.2 + 0.5 * xx * yy, 0.3 * yy + 0.1 * torch.sin(20 * xx), 0.4 * (1 - xx)])[None]
+    img = (img + 0.05 * torch.rand_like(img)).clamp(0, 1)
+    calls = []
+    with torch.inference_mode():
+        pri = tiny_model.enhance_priors(tiny_model.extract_priors(img), seed=0)
+        whole = tiny_model.restore(img, pri)
+        tiled = tiny_model.restore(img, pri, tile=128, overlap=32, progress=lambda d, t: calls.append((d, t)))
+    assert (whole - tiled).abs().max().item() * 255 <= 2.0
+    assert calls[-1] == (25, 25)  # 5 x 5 tiles of 128 with stride 96 over 512
+
+
+def test_gray_and_rgba_inputs(tiny_model):
+    rgba = torch.rand(2, 4, 20, 12)
+    gray = torch.rand(1, 1, 9, 9)
+    with torch.inference_mode():
+        out = tiny_model.correct(rgba)
+        g = tiny_model.correct(gray)
+    assert torch.equal(out[:, 3], rgba[:, 3])
+    assert g.shape == gray.shape
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.full((1, 3, 8, 8), float("nan")), "NaN or inf"),
+    (torch.full((1, 3, 8, 8), float("inf")), "NaN or inf"),
+    (torch.rand(1, 2, 8, 8), "2 channels"),
+    (torch.rand(1, 5, 8, 8), "5 channels"),
+    (torch.rand(0, 3, 8, 8), "empty batch"),
+    (torch.rand(3, 8, 8), r"\(B, C, H, W\)"),
+    (torch.rand(1, 3, 8, 8) * 255, r"must be in \[0, 1\]"),
+    ((torch.rand(1, 3, 8, 8) * 255).to(torch.uint8), "divide 8-bit data by 255"),
+])
+def test_bad_images_are_refused_with_a_clear_error(tiny_model, bad, match):
+    with pytest.raises(ImageInputError, match=match):
+        tiny_model.correct(bad)
+
+
+def test_priors_api(tiny_model):
+    with torch.inference_mode():
+        a = tiny_model.extract_priors(torch.rand(2, 3, 16, 16), stage="reference")
+        b = tiny_model.extract_priors(torch.rand(1, 3, 16, 16), stage="reference")
+    assert a.batch_size == 2 and len(a) == 4 and a.dim == 16
+    assert a[1].batch_size == 1 and torch.equal(a[1].vectors[0], a.vectors[0][1:2])
+    assert a[-1].batch_size == 1 and torch.equal(a[-1].vectors[2], a.vectors[2][1:2])
+    assert torch.equal(a.lerp(b, 0.0).stacked(), a.stacked())
+    assert torch.equal(a.lerp(b, 1.0).stacked(), b.expand(2).stacked())
+    mid = a.lerp(b, 0.25)
+    assert torch.allclose(mid.stacked(), 0.75 * a.stacked() + 0.25 * b.stacked())
+    assert Priors.cat([a, b]).batch_size == 3
+    assert a.to(torch.float64).vectors[0].dtype == torch.float64
+    with pytest.raises(ValueError, match="cannot serve a batch of 3"):
+        a.expand(3)
+
+
+def test_config_round_trip_and_validation():
+    for cfg in (RestoreXConfig.paper(), RestoreXConfig.tiny()):
+        assert RestoreXConfig.from_dict(cfg.to_dict()) == cfg
+    tiny = RestoreXConfig.tiny()
+    assert tiny.replace(restormer={"dim": 16}).restormer.dim == 16
+    with pytest.raises(ValueError, match="pem.in_dim 32 != clip.width 48"):
+        dataclasses.replace(tiny, clip=dataclasses.replace(tiny.clip, width=48))
+    with pytest.raises(ValueError, match="unknown keys"):
+        RestoreXConfig.from_dict({"restormer": {"dimm": 3}})
+    with pytest.raises(ValueError, match="taps"):
+        ClipVisionConfig(taps=(3, 13))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_runs_on_cpu_close_to_fp32(dtype):
+    ref = RestoreX(RestoreXConfig.tiny()).eval()
+    half = RestoreX(RestoreXConfig.tiny()).eval()
+    half.load_state_dict(ref.state_dict())
+    half = half.to(dtype)
+    x = torch.rand(1, 3, 24, 24)
+    with torch.inference_mode():
+        y, y_ref = half.correct(x, seed=0), ref.correct(x, seed=0)
+    assert y.dtype == torch.float32 and y.shape == x.shape
+    assert (y - y_ref).abs().max() < 0.05

@@ -1,0 +1,94 @@
+"""PSNR and SSIM in the exposure-correction papers' protocol.
+
+RGB at full resolution, both images rounded to 8 bits first (``round(clamp(x, 0, 1) * 255)``), data
+range 255.  SSIM (Wang et al. 2004) uses an 11x11 Gaussian window with sigma 1.5 (a separable
+kernel of radius 5, normalised to sum 1), K1 = 0.01, K2 = 0.03, population (not sample) covariances,
+evaluated only where the window fits inside the image ("valid"), averaged over the pixels and then
+over the three channels.  This equals scikit-image's
+``structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+data_range=255, channel_axis=-1)``, which filters with reflection and then crops the 5-pixel border.
+Computed in float64 with torch, on whatever device the images are on.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+SSIM_SIGMA = 1.5
+SSIM_RADIUS = 5  # int(3.5 * sigma + 0.5), scikit-image's truncate=3.5 -> an 11-tap window
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+DATA_RANGE = 255.0
+
+
+def quantize(x: Tensor) -> Tensor:
+    """Float image in [0, 1] -> float64 values in {0, ..., 255} (clamped and rounded, as when saved)."""
+    return torch.round(x.detach().to(torch.float64).clamp(0.0, 1.0) * 255.0)
+
+
+def _as_batch(pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor, bool]:
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    if pred.dim() not in (3, 4):
+        raise ValueError(f"expected (C, H, W) or (B, C, H, W) images, got shape {tuple(pred.shape)}")
+    single = pred.dim() == 3
+    return (pred[None], target[None], True) if single else (pred, target, False)
+
+
+def psnr(pred: Tensor, target: Tensor) -> Tensor:
+    """PSNR in dB of 8-bit-rounded images.
+
+    Args:
+        pred, target: (C, H, W) or (B, C, H, W) float in [0, 1].
+    Returns:
+        a scalar tensor for one image, (B,) for a batch; ``inf`` where the images are identical.
+    """
+    p, t, single = _as_batch(pred, target)
+    mse = (quantize(p) - quantize(t)).pow(2).flatten(1).mean(1)
+    out = 10.0 * torch.log10(DATA_RANGE**2 / mse)  # mse == 0 gives inf
+    return out[0] if single else out
+
+
+def gaussian_window(sigma: float = SSIM_SIGMA, radius: int = SSIM_RADIUS, *, device=None) -> Tensor:
+    """The normalised 1-D Gaussian taps, (2 * radius + 1,) float64."""
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64, device=device)
+    g = torch.exp(-0.5 * (x / sigma) ** 2)
+    return g / g.sum()
+
+
+def _filter(x: Tensor, g: Tensor) -> Tensor:
+    """Separable 'valid' Gaussian filtering of (N, 1, H, W)."""
+    x = F.conv2d(x, g.view(1, 1, 1, -1))
+    return F.conv2d(x, g.view(1, 1, -1, 1))
+
+
+def ssim(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean SSIM of 8-bit-rounded RGB images, averaged over channels (see the module docstring).
+
+    Args:
+        pred, target: (C, H, W) or (B, C, H, W) float in [0, 1], H and W >= 11.
+    Returns:
+        a scalar tensor for one image, (B,) for a batch.
+    """
+    p, t, single = _as_batch(pred, target)
+    b, c, h, w = p.shape
+    win = 2 * SSIM_RADIUS + 1
+    if h < win or w < win:
+        raise ValueError(f"SSIM needs images of at least {win}x{win} pixels, got {h}x{w}")
+    g = gaussian_window(device=p.device)
+    x, y = quantize(p).reshape(b * c, 1, h, w), quantize(t).reshape(b * c, 1, h, w)
+    mu_x, mu_y = _filter(x, g), _filter(y, g)
+    var_x = _filter(x * x, g) - mu_x**2
+    var_y = _filter(y * y, g) - mu_y**2
+    cov = _filter(x * y, g) - mu_x * mu_y
+    c1, c2 = (SSIM_K1 * DATA_RANGE) ** 2, (SSIM_K2 * DATA_RANGE) ** 2
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    out = s.reshape(b, c, -1).mean(-1).mean(-1)  # per channel, then over channels
+    return out[0] if single else out
+
+
+def image_metrics(pred: Tensor, target: Tensor) -> tuple[float, float]:
+    """(PSNR dB, SSIM) of one (C, H, W) image pair as Python floats."""
+    return float(psnr(pred, target)), float(ssim(pred, target))
+
