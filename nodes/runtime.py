@@ -102,8 +102,9 @@ def progress() -> Progress:
     bars: dict[int, object] = {}
 
     def update(done: int, total: int) -> None:
-        bar = bars.setdefault(total, comfy.utils.ProgressBar(total))
-        bar.update_absolute(done, total)
+        if total not in bars:
+            bars[total] = comfy.utils.ProgressBar(total)
+        bars[total].update_absolute(done, total)
         mm.throw_exception_if_processing_interrupted()
 
     return update

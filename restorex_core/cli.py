@@ -90,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{parser.prog} correct: error: {problem}", file=sys.stderr)
             return 2
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+        level = logging.DEBUG if args.verbose else logging.WARNING
+        logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
     try:
         return args.run(args)
     except RestoreXError as e:
@@ -124,8 +125,8 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]], *, recursive: bool 
             found = sorted(f for f in (path.rglob("*") if recursive else path.iterdir())
                            if f.is_file() and is_supported(f) and not f.name.startswith("."))
             if not found:
-                logger.warning("%s has no %s images%s", path, "/".join(sorted({".png", ".tif", ".jpg"})),
-                               "" if recursive else " (add --recursive for sub-folders)")
+                logger.warning("%s holds no %s%s", path, ACCEPTED,
+                               "" if recursive else " (--recursive looks in sub-folders too)")
             for f in found:
                 jobs.setdefault(f.resolve(), (f, f.relative_to(path)))
         elif path.is_file():
@@ -137,15 +138,19 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]], *, recursive: bool 
     return list(jobs.values())
 
 
-def plan_outputs(jobs: list[tuple[Path, Path]], out: Path, *, overwrite: bool, skip_existing: bool) -> list[tuple[Path, Path]]:
-    """Pair each source with its output file, refusing collisions, inputs as outputs and (unless told) existing files."""
+def plan_outputs(
+    jobs: list[tuple[Path, Path]], out: Path, *, overwrite: bool, skip_existing: bool
+) -> list[tuple[Path, Path]]:
+    """(source, output file) pairs; refuses two sources on one output, an input as an output, and (unless
+    ``overwrite`` or ``skip_existing``) outputs that already exist."""
     sources = {src.resolve() for src, _ in jobs}
+    inodes = {(s.st_dev, s.st_ino) for s in (src.stat() for src, _ in jobs)}  # hard links, case-insensitive disks
     planned: dict[Path, Path] = {}
     existing: list[Path] = []
     for src, rel in jobs:
         dst = out / rel
         key = dst.resolve()
-        if key in sources:
+        if key in sources or (dst.exists() and (dst.stat().st_dev, dst.stat().st_ino) in inodes):
             raise UsageError(f"writing {dst} would overwrite the input {src}; choose another --out folder")
         if key in planned:
             raise UsageError(f"{planned[key]} and {src} would both be written to {dst}; correct them into "
@@ -176,8 +181,7 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError as e:
@@ -207,6 +211,9 @@ def run_correct(args: argparse.Namespace) -> int:
     jobs = plan_outputs(collect_inputs(args.inputs, recursive=args.recursive), args.out,
                         overwrite=args.overwrite, skip_existing=args.skip_existing)
     weights = resolve_weights(args.weights)
+    if not jobs:
+        print(f"nothing to do: every output already exists in {args.out}", file=sys.stderr)
+        return 0
     device = pick_device(args.device)
     model = load_checkpoint(weights, clip=args.clip, device=device, dtype=DTYPES[args.dtype])
     logger.info("loaded %s on %s (%s)", weights, device, args.dtype)
@@ -221,7 +228,12 @@ def run_correct(args: argparse.Namespace) -> int:
                 except (RestoreXError, OSError, ValueError, RuntimeError, MemoryError) as e:
                     logger.debug("failure on %s", src, exc_info=True)
                     failures.append(src)
-                    bar.write(f"failed: {src}: {e}", file=sys.stderr)
+                    hint = ""
+                    if isinstance(e, torch.OutOfMemoryError):
+                        hint = " (out of memory: try --tile 512, or --dtype bf16)"
+                        torch.cuda.empty_cache()
+                    where = "" if str(src) in str(e) else f"{src}: "  # image errors already name the file
+                    bar.write(f"failed: {where}{e}{hint}", file=sys.stderr)
                 done += 1
                 bar.update(1)
         except KeyboardInterrupt:
@@ -262,7 +274,7 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
         values = [torch.Size(s).numel() for k, s in stored.items() if k.startswith(f"{name}.")]
         params = sum(p.numel() for p in getattr(model, name).parameters())
         counts[name] = {"parameters": params, "stored_values": sum(values), "stored_tensors": len(values)}
-    counts["total"] = {key: sum(c[key] for c in counts.values()) for key in ("parameters", "stored_values", "stored_tensors")}
+    counts["total"] = {key: sum(c[key] for c in counts.values()) for key in counts["clip"]}
     return {
         "file": str(path.resolve()),
         "size_bytes": path.stat().st_size,

@@ -96,11 +96,9 @@ def read_image(path: str | os.PathLike[str]) -> LoadedImage:
                 im.load()
                 array = _pil_to_array(im, path)
             orientation = _orientation(im)
-    except FileNotFoundError:
+    except (FileNotFoundError, ImageInputError):
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
-        if isinstance(e, ImageInputError):
-            raise
         raise ImageInputError(f"{path}: not a readable image ({e}); use {ACCEPTED}") from e
     array = _orient(array, orientation)
     if array.shape[2] == 2:  # gray + alpha -> RGBA
@@ -118,8 +116,10 @@ def _pil_to_array(im: Image.Image, path: Path) -> np.ndarray:
         return np.asarray(im).astype(np.uint16)[..., None]  # also turns big-endian I;16B native
     if mode == "1":
         im = im.convert("L")
+    elif mode in ("P", "L", "RGB") and "transparency" in im.info:  # a palette or colour-key transparency
+        im = im.convert("RGBA")
     elif mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        im = im.convert("RGB")
     elif mode in _TO_RGBA:
         im = im.convert("RGBA")
     elif mode in _TO_RGB:
@@ -160,12 +160,18 @@ def _tiff_needs_tifffile(im: Image.Image) -> bool:
     return max(bits) > 8 and (samples > 1 or not im.mode.startswith("I;16"))
 
 
-def _read_tiff16(path: Path) -> np.ndarray:
+def _tifffile(path: Path):  # noqa: ANN202 - the module
+    """tifffile, which only 16-bit colour TIFF needs (Pillow truncates it to 8 bit)."""
     try:
         import tifffile
     except ImportError as e:
-        raise ImageInputError(f"{path}: reading 16-bit colour TIFF needs the 'tifffile' package "
-                              "(pip install tifffile), or save the image as 16-bit PNG") from e
+        raise ImageInputError(f"{path}: 16-bit colour TIFF needs the 'tifffile' package (pip install tifffile); "
+                              "or use 16-bit PNG") from e
+    return tifffile
+
+
+def _read_tiff16(path: Path) -> np.ndarray:
+    tifffile = _tifffile(path)
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
@@ -339,9 +345,7 @@ def write_image(
         if fmt == "PNG" and bit_depth == 16:
             f.write(encode_png(array, icc_profile=icc_profile))
         elif fmt == "TIFF" and bit_depth == 16 and array.shape[2] > 1:
-            import tifffile  # Pillow cannot write 16-bit RGB(A)
-
-            tifffile.imwrite(f, array, photometric="rgb", compression="zlib", metadata=None,
+            _tifffile(path).imwrite(f, array, photometric="rgb", compression="zlib", metadata=None,
                              extrasamples=("unassalpha",) if array.shape[2] == 4 else None, iccprofile=icc_profile)
         else:
             image = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)

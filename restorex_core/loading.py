@@ -52,9 +52,10 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], di
 
     ``.safetensors`` returns its header metadata; ``.pt/.pth/.bin/.ckpt`` go through
     ``torch.load(weights_only=True)``, except TorchScript archives (a zip with ``constants.pkl`` and ``code/``),
-    which ``torch.jit.load`` reads: its unpickler only rebuilds tensors and TorchScript types, and the archive's
-    code is TorchScript, which cannot call Python. Wrappers (``state_dict``, ``params_ema``, ``model``...) and
-    ``module.`` / ``_orig_mod.`` prefixes are removed.
+    which ``torch.jit.load`` reads: it does not unpickle arbitrary Python objects, only tensors and TorchScript
+    types, whose code is compiled TorchScript that cannot import Python modules (a scripted ``__setstate__``
+    still runs, so use archives from a known source, e.g. OpenAI's URL). Wrappers (``state_dict``,
+    ``params_ema``, ``model``...) and ``module.`` / ``_orig_mod.`` prefixes are removed.
 
     Raises:
         MissingWeightsError: the file does not exist.
@@ -82,13 +83,11 @@ def _read(path: Path) -> tuple[dict[str, Tensor], dict[str, str], str]:
             raise CheckpointError(f"{corrupt} [{e}]") from e
     with path.open("rb") as fh:
         magic = fh.read(4)
-    if magic == b"PK\x03\x04" and not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{corrupt} [zip archive without its central directory]")
     is_zip = zipfile.is_zipfile(path)
+    if not is_zip and magic[:1] != b"\x80":  # torch.save writes a zip, or (legacy) a pickle: PROTO opcode first
+        raise CheckpointError(f"{corrupt} [{'zip without its directory' if magic[:2] == b'PK' else 'not a torch file'}]")
     if is_zip and _is_torchscript(path):
         return _canonicalize(_read_torchscript(path, corrupt), path), {}, "torchscript"
-    if not is_zip and magic[:1] != b"\x80":  # torch.save's legacy format is a pickle: PROTO opcode first
-        raise CheckpointError(f"{corrupt} [neither a zip archive nor a pickle]")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except UnpicklingError as e:
@@ -104,7 +103,8 @@ def _read(path: Path) -> tuple[dict[str, Tensor], dict[str, str], str]:
 
 
 def _is_torchscript(path: Path) -> bool:
-    names = zipfile.ZipFile(path).namelist()
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
     return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
 
 
@@ -370,13 +370,15 @@ def _resolve_tag(source: str, *, allow_download: bool) -> tuple[Path, bool]:
 
 def _download(repo_id: str, filenames: tuple[str, ...], where: str) -> Path:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     endpoint = os.environ.get("HF_ENDPOINT")  # read now, not at huggingface_hub's import
     for name in filenames:  # safetensors first, then the .bin, as open_clip does
         try:
             logger.info("Downloading %s from %s/%s", name, endpoint or "https://huggingface.co", repo_id)
             path = Path(hf_hub_download(repo_id, name, cache_dir=_hub_cache_dir(), endpoint=endpoint))
+        except LocalEntryNotFoundError as e:  # hub unreachable (subclass of EntryNotFoundError: catch it first)
+            raise MissingWeightsError(f"Could not reach the hub for {repo_id}/{name} ({str(e)[:200]}). {where}") from e
         except EntryNotFoundError:
             continue
         except Exception as e:  # any network/hub failure: the manual route in the message still works

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import logging
 import socket
 import threading
 import warnings
@@ -18,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from restorex_core import RestoreX, RestoreXConfig, save_checkpoint
 from restorex_core.arch.clip_vit import ClipVision, ClipVisionConfig
 from restorex_core.errors import CheckpointError, ClipWeightsError, MissingWeightsError
 from restorex_core.loading import (
@@ -63,7 +65,12 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         attempts.append(address)
         raise ConnectionRefusedError(f"test is offline: {address}")
 
+    def no_dns(host: object, *args: object, **kwargs: object) -> None:
+        attempts.append(host)
+        raise socket.gaierror(f"test is offline: {host}")
+
     monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     yield tmp_path
     assert attempts == [], f"network access attempted: {attempts}"
 
@@ -184,12 +191,15 @@ def test_hf_key_names_and_bit_exact_round_trip(tiny: ClipVision) -> None:
     assert set(back) == set(sd) and all(torch.equal(back[k], sd[k]) for k in sd)
 
 
-def test_hf_clip_model_safetensors(tmp_path: Path, tiny: ClipVision, images: Tensor) -> None:
+def test_hf_clip_model_safetensors(tmp_path: Path, tiny: ClipVision, images: Tensor,
+                                  caplog: pytest.LogCaptureFixture) -> None:
     hf = open_clip_to_hf(visual_sd(tiny))
     hf |= {"text_model.embeddings.token_embedding.weight": torch.randn(10, 8), "logit_scale": torch.tensor(4.6),
            "text_projection.weight": torch.randn(4, 8), "vision_model.embeddings.position_ids": torch.arange(17)[None]}
     save_file(hf, tmp_path / "model.safetensors")
-    loaded = load_clip(tmp_path / "model.safetensors")
+    with caplog.at_level(logging.INFO, logger="restorex_core.loading"):
+        loaded = load_clip(tmp_path / "model.safetensors")
+    assert "format Hugging Face CLIPModel" in caplog.text
     assert loaded.config == TINY
     assert_same_weights(tiny, loaded)
     assert_same_taps(tiny, loaded, images)
@@ -348,17 +358,16 @@ def test_wrong_vit_shape_against_caller_config() -> None:
         assert part in str(e.value), part
 
 
-def _save(tmp_path: Path, name: str, sd: dict[str, Tensor], metadata: dict[str, str] | None = None) -> Path:
-    save_file(sd, tmp_path / name, metadata=metadata)
+def _save(tmp_path: Path, name: str, sd: dict[str, Tensor]) -> Path:
+    save_file(sd, tmp_path / name)
     return tmp_path / name
 
 
-def test_foreign_checkpoints_say_what_they_are(tmp_path: Path, tiny: ClipVision) -> None:
+def test_foreign_checkpoints_say_what_they_are(tmp_path: Path) -> None:
     resnet = ModifiedResNet(layers=(1, 1, 1, 1), output_dim=32, heads=2, image_size=64, width=8)
     rn = _save(tmp_path, "rn50.safetensors", {f"visual.{k}": v for k, v in resnet.state_dict().items()})
-    restorex = _save(tmp_path, "restorex.safetensors", {
-        "restormer.patch_embed.proj.weight": torch.randn(8, 3, 3, 3), "pem_input.proj.0.weight": torch.randn(4, 4),
-        **{f"clip.visual.{k}": v for k, v in visual_sd(tiny).items()}}, {"format": "restorex"})
+    # the contract's test checkpoint; its tiny trainable CLIP is stored inside, still not a CLIP file
+    restorex = save_checkpoint(RestoreX(RestoreXConfig.tiny()), tmp_path / "restorex.safetensors")
     restormer_keys = ("patch_embed.proj.weight", "encoder_level1.0.attn.temperature", "down1_2.body.0.weight",
                       "latent.0.attn.temperature", "refinement.0.attn.temperature", "output.weight")
     torch.save({"params": {k: torch.randn(2, 2) for k in restormer_keys}}, tmp_path / "restormer.pth")

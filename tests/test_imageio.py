@@ -74,7 +74,8 @@ def _reference_png(array: np.ndarray, filters: list[int], *, interlace: int = 0)
         for i, x in enumerate(row):
             a, b, cc = row[i - bpp] if i >= bpp else 0, prev[i], prev[i - bpp] if i >= bpp else 0
             p = a + b - cc
-            paeth = a if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - cc) else b if abs(p - b) <= abs(p - cc) else cc
+            pa, pb, pc = abs(p - a), abs(p - b), abs(p - cc)
+            paeth = a if pa <= pb and pa <= pc else b if pb <= pc else cc
             out.append((x - [0, a, b, (a + b) // 2, paeth][kind]) % 256)
 
     def chunk(kind: bytes, body: bytes) -> bytes:
@@ -139,6 +140,11 @@ def test_palette_cmyk_and_gray_alpha_are_converted(tmp_path):
     (tmp_path / "la16.png").write_bytes(encode_png(gray_alpha))
     with Image.open(tmp_path / "p.png") as im:
         np.testing.assert_array_equal(as_ints(read_image(tmp_path / "p.png").tensor, 8), np.asarray(im.convert("RGB")))
+    key = tuple(int(v) for v in rgb[0, 0])
+    Image.fromarray(rgb).save(tmp_path / "key.png", transparency=key)  # colour-key transparency -> alpha
+    keyed = as_ints(read_image(tmp_path / "key.png").tensor, 8)
+    np.testing.assert_array_equal(keyed[..., 3] == 0, (rgb == key).all(axis=2))
+    np.testing.assert_array_equal(keyed[..., :3], rgb)
     assert read_image(tmp_path / "c.tif").tensor.shape == (1, 3, 13, 17)
     la = read_image(tmp_path / "la16.png")
     expected = np.concatenate([gray_alpha[..., :1].repeat(3, 2), gray_alpha[..., 1:]], 2)

@@ -122,9 +122,11 @@ def image_size(path: Path) -> tuple[int, int]:
     """(width, height) after EXIF orientation, read from the header only."""
     with open_image(path) as im:
         w, h = im.size
-        if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated by 90 degrees
-            w, h = h, w
-    return w, h
+        try:
+            orientation = im.getexif().get(0x0112, 1)  # PNG keeps EXIF after the pixels: may read them
+        except (OSError, SyntaxError, ValueError) as e:
+            raise DatasetError(f"cannot read image {path}: {e}. Replace or remove the file.") from e
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)  # 5-8: rotated by 90 degrees
 
 
 def load_image(path: str | Path) -> Tensor:

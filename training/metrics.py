@@ -13,7 +13,6 @@ Computed in float64 with torch, on whatever device the images are on.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 SSIM_SIGMA = 1.5
@@ -57,10 +56,20 @@ def gaussian_window(sigma: float = SSIM_SIGMA, radius: int = SSIM_RADIUS, *, dev
     return g / g.sum()
 
 
-def _filter(x: Tensor, g: Tensor) -> Tensor:
-    """Separable 'valid' Gaussian filtering of (N, 1, H, W)."""
-    x = F.conv2d(x, g.view(1, 1, 1, -1))
-    return F.conv2d(x, g.view(1, 1, -1, 1))
+def _filter(x: Tensor, taps: list[float]) -> Tensor:
+    """Separable 'valid' filtering of (..., H, W) as in-place weighted sums of shifted views.
+
+    (Several times faster than float64 ``conv2d``, which has no optimised CPU kernel.)
+    """
+    n = len(taps)
+    w, h = x.shape[-1] - n + 1, x.shape[-2] - n + 1
+    rows = x[..., :, 0:w] * taps[0]
+    for k in range(1, n):
+        rows.add_(x[..., :, k:k + w], alpha=taps[k])
+    out = rows[..., 0:h, :] * taps[0]
+    for k in range(1, n):
+        out.add_(rows[..., k:k + h, :], alpha=taps[k])
+    return out
 
 
 def ssim(pred: Tensor, target: Tensor) -> Tensor:
@@ -76,12 +85,10 @@ def ssim(pred: Tensor, target: Tensor) -> Tensor:
     win = 2 * SSIM_RADIUS + 1
     if h < win or w < win:
         raise ValueError(f"SSIM needs images of at least {win}x{win} pixels, got {h}x{w}")
-    g = gaussian_window(device=p.device)
-    x, y = quantize(p).reshape(b * c, 1, h, w), quantize(t).reshape(b * c, 1, h, w)
-    mu_x, mu_y = _filter(x, g), _filter(y, g)
-    var_x = _filter(x * x, g) - mu_x**2
-    var_y = _filter(y * y, g) - mu_y**2
-    cov = _filter(x * y, g) - mu_x * mu_y
+    g = gaussian_window().tolist()
+    x, y = quantize(p), quantize(t)
+    mu_x, mu_y, xx, yy, xy = _filter(torch.stack([x, y, x * x, y * y, x * y]), g)
+    var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
     c1, c2 = (SSIM_K1 * DATA_RANGE) ** 2, (SSIM_K2 * DATA_RANGE) ** 2
     s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     out = s.reshape(b, c, -1).mean(-1).mean(-1)  # per channel, then over channels

@@ -1,0 +1,422 @@
+"""The ComfyUI nodes, run in-process on real tensors and real tiny checkpoints.
+
+Only ComfyUI's own modules are stood in for (comfy, comfy.model_management, comfy.model_patcher, comfy.utils,
+folder_paths), by small stubs that behave like ComfyUI's (folder lookup, progress, interrupts, OOM type).
+The pack is imported the way ComfyUI imports a custom-node folder (its __init__.py as a package).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from restorex_core import CheckpointError, ClipVision, MissingWeightsError, RestoreX, RestoreXConfig, save_checkpoint
+from restorex_core.tiling import tile_starts
+
+ROOT = Path(__file__).resolve().parents[1]
+EXTS = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
+
+
+class InterruptProcessingException(Exception):
+    pass
+
+
+class Comfy:
+    """Stand-ins for ComfyUI's modules, with the state the tests look at."""
+
+    def __init__(self, base: Path) -> None:
+        self.models = base / "models"
+        self.loads: list[tuple[list, int, bool]] = []  # load_models_gpu calls
+        self.bars: list = []  # every comfy.utils.ProgressBar made
+        self.free_memory = 64 * 2**30
+        self.interrupt_after: int | None = None  # interrupt at the n-th interrupt check
+        self.modules = {"comfy": types.ModuleType("comfy"), "folder_paths": self._folder_paths()}
+        for name, build in (("model_management", self._mm), ("model_patcher", self._patcher), ("utils", self._utils)):
+            module = build()
+            self.modules[f"comfy.{name}"] = module
+            setattr(self.modules["comfy"], name, module)
+
+    def _folder_paths(self) -> types.ModuleType:
+        fp = types.ModuleType("folder_paths")
+        fp.models_dir = str(self.models)
+        fp.supported_pt_extensions = set(EXTS)
+        fp.folder_names_and_paths = {"clip_vision": ([str(self.models / "clip_vision")], set(EXTS))}
+        fp.get_folder_paths = lambda name: list(fp.folder_names_and_paths[name][0])
+
+        def get_filename_list(name: str) -> list[str]:
+            folders, exts = fp.folder_names_and_paths[name]
+            found = set()
+            for folder in folders:
+                for dirpath, _, files in os.walk(folder):
+                    found |= {os.path.relpath(os.path.join(dirpath, f), folder) for f in files
+                              if not exts or os.path.splitext(f)[1] in exts}
+            return sorted(found)
+
+        def get_full_path(name: str, filename: str) -> str | None:
+            if name not in fp.folder_names_and_paths:
+                return None
+            filename = os.path.relpath(os.path.join("/", filename), "/")
+            for folder in fp.folder_names_and_paths[name][0]:
+                if os.path.isfile(os.path.join(folder, filename)):
+                    return os.path.join(folder, filename)
+            return None
+
+        fp.get_filename_list, fp.get_full_path = get_filename_list, get_full_path
+        return fp
+
+    def _mm(self) -> types.ModuleType:
+        mm = types.ModuleType("comfy.model_management")
+        cpu = torch.device("cpu")
+        mm.get_torch_device = mm.unet_offload_device = mm.intermediate_device = lambda: cpu
+        mm.get_free_memory = lambda dev=None, torch_free_too=False: self.free_memory
+        mm.soft_empty_cache = lambda force=False: None
+        mm.OOM_EXCEPTION = torch.cuda.OutOfMemoryError
+        mm.InterruptProcessingException = InterruptProcessingException
+
+        def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
+                            force_full_load=False):
+            self.loads.append((list(models), memory_required, force_full_load))
+            for patcher in models:
+                patcher.model.to(patcher.load_device)
+                patcher.model.device = patcher.load_device
+
+        def throw_exception_if_processing_interrupted():
+            if self.interrupt_after is not None:
+                self.interrupt_after -= 1
+                if self.interrupt_after < 0:
+                    raise InterruptProcessingException()
+
+        mm.load_models_gpu, mm.throw_exception_if_processing_interrupted = load_models_gpu, throw_exception_if_processing_interrupted
+        return mm
+
+    def _patcher(self) -> types.ModuleType:
+        module = types.ModuleType("comfy.model_patcher")
+
+        class ModelPatcher:
+            def __init__(self, model, load_device, offload_device, size=0, weight_inplace_update=False):
+                self.model, self.load_device, self.offload_device = model, load_device, offload_device
+
+        module.ModelPatcher = ModelPatcher
+        return module
+
+    def _utils(self) -> types.ModuleType:
+        module = types.ModuleType("comfy.utils")
+        comfy = self
+
+        class ProgressBar:
+            def __init__(self, total, node_id=None):
+                self.total, self.updates = total, []
+                comfy.bars.append(self)
+
+            def update_absolute(self, value, total=None, preview=None):
+                self.updates.append((value, total if total is not None else self.total))
+
+        module.ProgressBar = ProgressBar
+        return module
+
+
+@pytest.fixture
+def comfy(tmp_path, monkeypatch):
+    stub = Comfy(tmp_path)
+    for name, module in stub.modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    (stub.models / "restorex").mkdir(parents=True)
+    (stub.models / "clip_vision").mkdir(parents=True)
+    yield stub
+    for name in [n for n in sys.modules if n == "restorex_pack" or n.startswith("restorex_pack.")]:
+        del sys.modules[name]
+
+
+def import_pack() -> types.ModuleType:
+    """Import the repository root as ComfyUI does: custom_nodes/<folder>/__init__.py as a package."""
+    spec = importlib.util.spec_from_file_location("restorex_pack", ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["restorex_pack"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def pack(comfy):
+    return import_pack()
+
+
+def node(pack, node_id):
+    return pack.NODE_CLASS_MAPPINGS[node_id]()
+
+
+@pytest.fixture
+def tiny(comfy):
+    model = RestoreX(RestoreXConfig.tiny()).eval()
+    save_checkpoint(model, comfy.models / "restorex" / "tiny.safetensors")
+    return model
+
+
+@pytest.fixture
+def loaded(pack, tiny):
+    return node(pack, "LoadRestoreXModel").load("tiny.safetensors", "(from checkpoint)", "auto", "auto")[0]
+
+
+def image(b=1, h=40, w=48, c=3):
+    return torch.rand(b, h, w, c)
+
+
+def staged(pack, model, img, *, seed=0, steps=0, tile=0, overlap=32, stage="input"):
+    (priors,) = node(pack, "RestoreXExtractCLIPPriors").extract(model, img, stage)
+    (priors,) = node(pack, "RestoreXFFEDMEnhance").enhance(model, priors, seed, steps)
+    return node(pack, "RestoreXRestormerInject").inject(model, img, priors, tile, overlap)[0]
+
+
+def correct(pack, model, img, *, seed=0, steps=0, strength=1.0, feather=0, tile=0, overlap=32, mask=None):
+    return node(pack, "RestoreXExposureCorrect").correct(model, img, seed, steps, strength, feather, tile, overlap,
+                                                         mask=mask)[0]
+
+
+def reference_correct(model, img, *, seed=0, tile=None, overlap=32):
+    with torch.inference_mode():
+        return model.correct(img.movedim(-1, 1), seed=seed, tile=tile, overlap=overlap).movedim(1, -1)
+
+
+# -- the pack as ComfyUI sees it ---------------------------------------------------------------------
+
+
+def test_every_node_is_registered_with_a_tooltip_on_every_input(pack):
+    ids = {"LoadRestoreXModel", "RestoreXExtractCLIPPriors", "RestoreXFFEDMEnhance", "RestoreXRestormerInject",
+           "RestoreXExposureCorrect", "RestoreXBlendPriors", "RestoreXVisualizePriors"}
+    assert set(pack.NODE_CLASS_MAPPINGS) == ids == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
+    for cls in pack.NODE_CLASS_MAPPINGS.values():
+        spec = cls.INPUT_TYPES()
+        inputs = {**spec["required"], **spec.get("optional", {})}
+        assert all(options.get("tooltip") for _, options in inputs.values()), cls.__name__
+        assert isinstance(cls.RETURN_TYPES, tuple) and len(cls.RETURN_TYPES) == len(cls.OUTPUT_TOOLTIPS)
+        assert cls.CATEGORY == "image/restoration/RestoreX" and callable(getattr(cls, cls.FUNCTION))
+
+
+def test_models_folder_is_registered_keeping_extra_model_paths(comfy, tmp_path):
+    fp = comfy.modules["folder_paths"]
+    extra = tmp_path / "extra_restorex"
+    extra.mkdir()
+    (extra / "mine.safetensors").write_bytes(b"x")
+    (extra / "notes.txt").write_text("not a model")
+    fp.folder_names_and_paths["restorex"] = ([str(extra)], set())  # as extra_model_paths.yaml leaves it
+    pack = import_pack()
+    folders, exts = fp.folder_names_and_paths["restorex"]
+    assert folders[0] == str(extra) and folders[-1] == str(ROOT / "weights") and ".safetensors" in exts
+    assert "mine.safetensors" in pack.NODE_CLASS_MAPPINGS["LoadRestoreXModel"].INPUT_TYPES()["required"]["model_name"][0]
+    assert "notes.txt" not in fp.get_filename_list("restorex")
+
+
+# -- the loader ---------------------------------------------------------------------------------------
+
+
+def test_loader_errors_name_the_folders_searched(pack, comfy):
+    loader = node(pack, "LoadRestoreXModel")
+    with pytest.raises(MissingWeightsError) as info:
+        loader.load("missing.safetensors", "(from checkpoint)", "auto", "auto")
+    message = str(info.value)
+    assert "missing.safetensors" in message and str(comfy.models / "restorex") in message
+    assert str(ROOT / "weights") in message and "restorex-default.safetensors" in message
+    assert type(loader).VALIDATE_INPUTS("missing.safetensors", "(from checkpoint)") == message
+    (comfy.models / "restorex" / "broken.safetensors").write_bytes(b"\x00" * 64)
+    clip_error = type(loader).VALIDATE_INPUTS("broken.safetensors", "ViT-B-32.safetensors")
+    assert "CLIP file 'ViT-B-32.safetensors' not found" in clip_error and str(comfy.models / "clip_vision") in clip_error
+    assert type(loader).VALIDATE_INPUTS("broken.safetensors", "(from checkpoint)") is True
+    with pytest.raises(CheckpointError, match="broken.safetensors"):
+        loader.load("broken.safetensors", "(from checkpoint)", "auto", "auto")
+    with pytest.raises(RuntimeError, match="choose device 'auto' or 'cpu'"):
+        loader.load("broken.safetensors", "(from checkpoint)", "gpu", "auto")
+
+
+def test_loader_loads_once_and_keeps_the_model_under_model_management(pack, tiny, comfy):
+    loader = node(pack, "LoadRestoreXModel")
+    first = loader.load("tiny.safetensors", "(from checkpoint)", "auto", "auto")[0]
+    again = node(pack, "LoadRestoreXModel").load("tiny.safetensors", "(from checkpoint)", "auto", "auto")[0]
+    half = loader.load("tiny.safetensors", "(from checkpoint)", "cpu", "bf16")[0]
+    assert again is first and half is not first and half.dtype == torch.bfloat16
+    assert first.patcher.model.restorex is first.model and first.patcher.load_device == torch.device("cpu")
+    assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), tiny.state_dict().values()))
+    comfy.loads.clear()
+    correct(pack, first, image())
+    patchers, memory, full = comfy.loads[0]
+    assert patchers == [first.patcher] and memory > 0 and full  # loaded (and memory freed) before running
+    os.utime(comfy.models / "restorex" / "tiny.safetensors", ns=(1, 1))  # a changed file is loaded again
+    assert loader.load("tiny.safetensors", "(from checkpoint)", "auto", "auto")[0] is not first
+
+
+def test_loader_with_a_separate_clip_file(pack, comfy):
+    config = RestoreXConfig.tiny()
+    config = dataclasses.replace(config, clip=dataclasses.replace(config.clip, trainable=False))
+    clip = ClipVision(config.clip)
+    save_file({k: v.contiguous() for k, v in clip.visual.state_dict().items()},
+              comfy.models / "clip_vision" / "tiny_clip.safetensors")
+    model = RestoreX(config, clip=clip).eval()
+    save_checkpoint(model, comfy.models / "restorex" / "frozen.safetensors")
+    loader = node(pack, "LoadRestoreXModel")
+    with pytest.raises(MissingWeightsError, match="clip_name") as info:
+        loader.load("frozen.safetensors", "(from checkpoint)", "auto", "auto")
+    assert str(comfy.models / "clip_vision") in str(info.value)
+    assert "tiny_clip.safetensors" in type(loader).INPUT_TYPES()["required"]["clip_name"][0]
+    managed = loader.load("frozen.safetensors", "tiny_clip.safetensors", "auto", "auto")[0]
+    img = image()
+    torch.testing.assert_close(correct(pack, managed, img, seed=5), reference_correct(model, img, seed=5))
+
+
+# -- the method's stages --------------------------------------------------------------------------------
+
+
+def test_staged_graph_equals_exposure_correct_and_the_core(pack, loaded, tiny):
+    img = image(b=2)
+    out = staged(pack, loaded, img, seed=7)
+    assert out.shape == img.shape and out.dtype == torch.float32 and 0 <= out.min() and out.max() <= 1
+    assert torch.equal(out, correct(pack, loaded, img, seed=7))
+    torch.testing.assert_close(out, reference_correct(tiny, img, seed=7))
+    assert not torch.equal(out, staged(pack, loaded, img, seed=8))  # the seed reaches FFEDM
+    assert (out - img).abs().mean() > 1e-3  # the image was processed
+
+
+def test_enhance_reports_each_step_and_refuses_reference_priors(pack, loaded, comfy):
+    img = image()
+    (priors,) = node(pack, "RestoreXExtractCLIPPriors").extract(loaded, img, "input")
+    assert not priors.enhanced and priors.vectors[0].device.type == "cpu" and len(priors) == 4
+    comfy.bars.clear()
+    (enhanced,) = node(pack, "RestoreXFFEDMEnhance").enhance(loaded, priors, 3, 0)
+    assert enhanced.enhanced and [u[0] for u in comfy.bars[-1].updates] == [1, 2, 3, 4]
+    node(pack, "RestoreXFFEDMEnhance").enhance(loaded, priors, 3, 2)
+    assert comfy.bars[-1].updates[-1] == (2, 2)
+    (reference,) = node(pack, "RestoreXExtractCLIPPriors").extract(loaded, img, "reference")
+    with pytest.raises(ValueError, match="reference priors"):
+        node(pack, "RestoreXFFEDMEnhance").enhance(loaded, reference, 3, 0)
+    out = node(pack, "RestoreXRestormerInject").inject(loaded, img, reference, 0, 32)[0]  # injected directly
+    assert out.shape == img.shape and not torch.equal(out, staged(pack, loaded, img, seed=3))
+
+
+def test_batch_of_three(pack, loaded, tiny):
+    img = image(b=3)
+    out = correct(pack, loaded, img, seed=1)
+    assert out.shape == (3, 40, 48, 3) and not torch.equal(out[0], out[1]) and not torch.equal(out[1], out[2])
+    torch.testing.assert_close(out, reference_correct(tiny, img, seed=1))
+    (priors,) = node(pack, "RestoreXExtractCLIPPriors").extract(loaded, img, "input")
+    (priors,) = node(pack, "RestoreXFFEDMEnhance").enhance(loaded, priors, 1, 0)
+    for i in range(3):  # each image is restored with its own priors, independently of the others
+        single = node(pack, "RestoreXRestormerInject").inject(loaded, img[i : i + 1], priors[i], 0, 32)[0]
+        torch.testing.assert_close(single, out[i : i + 1], atol=1e-5, rtol=0)
+
+
+def test_rgba_keeps_its_alpha_untouched(pack, loaded):
+    rgba = image(c=4)
+    for out in (correct(pack, loaded, rgba, seed=2), staged(pack, loaded, rgba, seed=2),
+                correct(pack, loaded, rgba, seed=2, strength=0.5, mask=torch.rand(1, 20, 24), feather=3)):
+        assert out.shape == rgba.shape and torch.equal(out[..., 3], rgba[..., 3])
+    torch.testing.assert_close(correct(pack, loaded, rgba, seed=2)[..., :3], correct(pack, loaded, rgba[..., :3], seed=2))
+
+
+# -- strength and mask -----------------------------------------------------------------------------------
+
+
+def test_zero_mask_and_zero_strength_give_the_input_back(pack, loaded):
+    img = image(b=2)
+    assert torch.equal(correct(pack, loaded, img, strength=0.0), img)
+    assert torch.equal(correct(pack, loaded, img, mask=torch.zeros(1, 64, 64), feather=8), img)
+
+
+def test_mask_corrects_only_inside_and_strength_blends(pack, loaded):
+    img = image()
+    full = correct(pack, loaded, img, seed=4)
+    mask = torch.zeros(1, 40, 48)
+    mask[:, :, :24] = 1.0
+    out = correct(pack, loaded, img, seed=4, mask=mask)
+    assert torch.equal(out[:, :, :24], full[:, :, :24]) and torch.equal(out[:, :, 24:], img[:, :, 24:])
+    feathered = correct(pack, loaded, img, seed=4, mask=mask, feather=6)
+    edge = (feathered[:, :, 20:28] - img[:, :, 20:28]).abs() / (full[:, :, 20:28] - img[:, :, 20:28]).abs().clamp_min(1e-6)
+    assert 0.05 < float(edge.median()) < 0.95  # a soft edge, neither input nor correction
+    assert torch.equal(feathered[:, :, 40:], img[:, :, 40:])  # far from the mask nothing changes
+    half = correct(pack, loaded, img, seed=4, strength=0.5)
+    torch.testing.assert_close(half, (img + full) / 2, atol=1e-6, rtol=0)
+
+
+# -- tiling, memory, interrupts ----------------------------------------------------------------------------
+
+
+def test_tiling_runs_every_tile_and_matches_the_core(pack, loaded, tiny, comfy):
+    img = image(h=72, w=80)
+    comfy.bars.clear()
+    out = staged(pack, loaded, img, seed=6, tile=32, overlap=8)
+    tiles = len(tile_starts(72, 32, 8)) * len(tile_starts(80, 32, 8))
+    assert tiles == 9 and comfy.bars[-1].updates[-1] == (9, 9) and len(comfy.bars[-1].updates) == 9
+    torch.testing.assert_close(out, reference_correct(tiny, img, seed=6, tile=32, overlap=8))
+    assert not torch.equal(out, staged(pack, loaded, img, seed=6))  # untiled differs: tiling did happen
+
+
+def test_automatic_tile_comes_from_free_memory(pack, loaded, tiny, comfy):
+    img = image(h=136, w=136)
+    comfy.free_memory = 32 * 2**20  # the untiled 136^2 image needs ~20 MB of tiny-Restormer activations: 2x that
+    comfy.bars.clear()
+    out = correct(pack, loaded, img, seed=9)
+    assert comfy.bars[-1].updates[-1] == (4, 4)  # 128-pixel tiles, 2 x 2
+    torch.testing.assert_close(out, reference_correct(tiny, img, seed=9, tile=128, overlap=32))
+
+
+def test_out_of_memory_halves_the_tile(pack, loaded, tiny, comfy, monkeypatch):
+    tried = []
+    restore = loaded.model.restore
+
+    def failing_restore(images, priors, *, tile=None, overlap=32, progress=None):
+        tried.append(tile)
+        if tile is None or tile > 64:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return restore(images, priors, tile=tile, overlap=overlap, progress=progress)
+
+    monkeypatch.setattr(loaded.model, "restore", failing_restore)
+    img = image(h=120, w=120)
+    out = staged(pack, loaded, img, seed=2, tile=256, overlap=32)
+    assert tried == [256, 128, 64]
+    torch.testing.assert_close(out, reference_correct(tiny, img, seed=2, tile=64, overlap=16))
+    monkeypatch.setattr(loaded.model, "restore", lambda *a, **k: failing_restore(*a, **{**k, "tile": 999}))
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        correct(pack, loaded, img)
+
+
+def test_interrupt_stops_between_tiles(pack, loaded, comfy):
+    img = image(h=72, w=80)
+    comfy.interrupt_after = 3  # the entry check and two tiles pass; the third tile's update interrupts
+    comfy.bars.clear()
+    with pytest.raises(InterruptProcessingException):
+        correct(pack, loaded, img, tile=32, overlap=8)
+    assert [u[0] for u in comfy.bars[-1].updates] == [1, 2, 3]
+
+
+# -- priors tools --------------------------------------------------------------------------------------
+
+
+def test_blend_priors_at_0_and_1_equals_its_inputs(pack, loaded):
+    (photo,) = node(pack, "RestoreXExtractCLIPPriors").extract(loaded, image(b=3), "input")
+    (photo,) = node(pack, "RestoreXFFEDMEnhance").enhance(loaded, photo, 0, 0)
+    (ref,) = node(pack, "RestoreXExtractCLIPPriors").extract(loaded, image(b=1), "reference")
+    blend = node(pack, "RestoreXBlendPriors").blend
+    at0, at1, mid = blend(photo, ref, 0.0)[0], blend(photo, ref, 1.0)[0], blend(photo, ref, 0.5)[0]
+    for a, b, m, r in zip(at0.vectors, photo.vectors, mid.vectors, ref.vectors):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(m, (b + r.expand(3, -1)) / 2)
+    assert all(torch.equal(v, r.expand(3, -1)) for v, r in zip(at1.vectors, ref.vectors))
+    assert mid.stage == "blend" and at1.batch_size == 3
+    out = node(pack, "RestoreXRestormerInject").inject(loaded, image(b=3), mid, 0, 32)[0]
+    assert out.shape == (3, 40, 48, 3)
+
+
+def test_visualize_priors_draws_one_chart_per_image(pack, loaded):
+    (priors,) = node(pack, "RestoreXExtractCLIPPriors").extract(loaded, image(b=2), "input")
+    (chart,) = node(pack, "RestoreXVisualizePriors").visualize(priors, 640)
+    assert chart.shape[0] == 2 and chart.shape[2:] == (640, 3) and chart.shape[1] > 400
+    assert chart.dtype == torch.float32 and 0 <= chart.min() < 0.2 and 0.9 < chart.max() <= 1
+    assert not torch.equal(chart[0], chart[1])  # the two images' priors differ, so do their charts
+    with pytest.raises(ValueError, match="at least 400"):
+        node(pack, "RestoreXVisualizePriors").visualize(priors, 100)

@@ -1,0 +1,142 @@
+"""Training losses of CLIP-RestoreX (METHOD.md §6) and the per-stage objective (METHOD.md §7).
+
+* L1: ``mean |I_out - I_gt|`` on the unclamped Restormer output (a clamp would stop the gradient of
+  pixels pushed outside [0, 1]).
+* L_p (eq. 8): ``mean_i |P'_i - P_gt_i|``, the enhanced priors against the stage-1 teacher's priors of
+  the GT, teacher detached.  The mean over the priors keeps its scale independent of how many are tapped.
+* L_SAP (eq. 9): ``sum_i |psi_i(I_out) - psi_i(I_gt)|_1`` over the tapped CLIP blocks, each term a mean
+  L1; ``psi_i`` is the same vector the priors use (``pem.token`` pooling, CLS by default) or, with
+  ``tokens="all"``, the whole token sequence.  The GT side runs under no_grad; the output side
+  back-propagates through CLIP and its preprocessing (squash resize, normalisation) into the image.
+  The encoder's own parameters never receive L_SAP gradients: a frozen CLIP has none anyway, and a
+  trainable encoder could otherwise lower L_SAP by collapsing its features.
+* eps (eq. 6, only with ``ffedm.objective = "eps"``): MSE between the predicted and the true noise at a
+  random t, with ``x_t`` from the core's ``model.scheduler.add_noise`` (no second noise schedule).
+
+:class:`Objective` is an ``nn.Module`` whose forward returns the loss terms of one batch, so the
+trainer can wrap it in DistributedDataParallel as one unit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from restorex_core import Priors, RestoreX
+from restorex_core.arch.clip_vit import ClipVision
+from restorex_core.arch.pem import pool_tokens
+
+SapTokens = Literal["prior", "all"]
+
+
+def l1_loss(output: Tensor, target: Tensor) -> Tensor:
+    """Mean absolute error, computed in fp32."""
+    return F.l1_loss(output.float(), target.float())
+
+
+def prior_loss(enhanced: Priors, teacher: Priors) -> Tensor:
+    """Eq. 8: mean over priors and elements of ``|P'_i - P_gt_i|``; the teacher is detached."""
+    return F.l1_loss(enhanced.stacked().float(), teacher.stacked().detach().float())
+
+
+def clip_features(clip: ClipVision, images: Tensor, *, encoder_grad: bool = False) -> list[Tensor]:
+    """Tapped block outputs of ``images`` (B, 3, H, W) in [0, 1]; gradients always reach ``images``.
+
+    With ``encoder_grad=False`` the encoder runs on detached copies of its parameters, so none of its
+    weights receives a gradient from this call (whether or not they are trainable elsewhere).
+    """
+    if encoder_grad:
+        return clip(images)
+    params = {name: p.detach() for name, p in clip.named_parameters()}
+    return functional_call(clip, params, (images,))
+
+
+def _psi(tokens: Tensor, mode: str) -> Tensor:
+    return tokens if mode == "all" else pool_tokens(tokens, mode)
+
+
+def sap_loss(clip: ClipVision, output: Tensor, target: Tensor, *, token: str = "cls",
+             tokens: SapTokens = "prior", encoder_grad: bool = False) -> Tensor:
+    """Eq. 9: sum over the tapped blocks of the mean L1 between CLIP features of output and target.
+
+    Args:
+        output: (B, 3, H, W) restored image (may slightly leave [0, 1]; CLIP's preprocessing clamps).
+        target: (B, 3, H, W) ground truth in [0, 1].
+        token: the priors' pooling (``pem.token``: cls | mean | cls+mean), used when ``tokens="prior"``.
+        tokens: ``"prior"`` compares the pooled vectors Z_i; ``"all"`` every token of each tapped block.
+    """
+    if tokens not in ("prior", "all"):
+        raise ValueError(f"loss.sap_tokens must be 'prior' or 'all', not {tokens!r}")
+    mode = "all" if tokens == "all" else token
+    with torch.no_grad():
+        ref = [_psi(t, mode) for t in clip_features(clip, target)]
+    out = [_psi(t, mode) for t in clip_features(clip, output, encoder_grad=encoder_grad)]
+    return torch.stack([F.l1_loss(o.float(), r.float()) for o, r in zip(out, ref)]).sum()
+
+
+def eps_loss(model: RestoreX, priors: Priors, teacher: Priors) -> Tensor:
+    """Eq. 6: ``|eps - eps_theta(x_t, c, t)|^2`` with t uniform in [0, T) per sample."""
+    x0 = model.ffedm.encode(teacher.stacked().detach())  # (B, N, d) fp32
+    cond = model.ffedm.encode(priors.stacked())
+    t = torch.randint(0, model.scheduler.num_train_timesteps, (x0.shape[0],))
+    noise = torch.randn(x0.shape).to(x0.device)
+    x_t = torch.stack([model.scheduler.add_noise(x0[b], noise[b], int(t[b])) for b in range(x0.shape[0])])
+    return F.mse_loss(model.ffedm(x_t, t.to(x0.device), cond), noise)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    l1: float = 1.0
+    prior: float = 1.0  # L_p (stage 2)
+    sap: float = 1.0  # L_SAP
+    eps: float = 1.0  # eq. 6 term, ffedm.objective = "eps" only
+    sap_tokens: SapTokens = "prior"
+    sap_encoder_grad: bool = False  # let L_SAP train a trainable encoder too (risks feature collapse)
+
+
+class Objective(nn.Module):
+    """One training step's forward: the loss terms of a batch for stage 1 or stage 2.
+
+    Stage 1: priors from the GT by PEM-S1 drive the Restormer on the degraded input; L1 + L_SAP.
+    Stage 2: the frozen teacher (CLIP + PEM-S1) gives P_gt from the GT; PEM-S2 reads the input, FFEDM
+    enhances its priors through the unrolled chain started from q(x_T | P_gt); L_p + L1 + L_SAP.
+    ``diffusion_only`` (stage 2 warm-up) returns L_p alone and skips the Restormer.
+    """
+
+    def __init__(self, model: RestoreX, *, stage: int, weights: LossWeights) -> None:
+        super().__init__()
+        if stage not in (1, 2):
+            raise ValueError(f"train.stage must be 1 or 2, not {stage!r}")
+        self.model, self.stage, self.weights = model, stage, weights
+
+    def forward(self, lq: Tensor, gt: Tensor, diffusion_only: bool = False) -> dict[str, Tensor]:
+        m, w = self.model, self.weights
+        use_priors = m.config.restormer.prior_dim > 0
+        terms: dict[str, Tensor] = {}
+        vectors = None
+        if use_priors and self.stage == 1:
+            vectors = list(m.extract_priors(gt, stage="reference").vectors)
+        elif use_priors:
+            with torch.no_grad():
+                teacher = m.extract_priors(gt, stage="reference")
+            priors = m.extract_priors(lq, stage="input")
+            if m.config.ffedm.objective == "eps":  # eq. 6, plus L_p through the full stochastic chain
+                terms["eps"] = eps_loss(m, priors, teacher)
+                enhanced = m.enhance_priors(priors)
+            else:  # DiffIR: x0 prediction, chain started from q(x_T | P_gt), backpropagated end to end
+                enhanced = m.enhance_priors(priors, target=teacher)
+            terms["prior"] = prior_loss(enhanced, teacher)
+            vectors = list(enhanced.vectors)
+        if not (diffusion_only and self.stage == 2 and use_priors):
+            out = m.restormer(lq.to(m.dtype), vectors)  # (B, 3, H, W), unclamped
+            terms["l1"] = l1_loss(out, gt)
+            if w.sap > 0:
+                terms["sap"] = sap_loss(m.clip, out, gt, token=m.config.pem.token, tokens=w.sap_tokens,
+                                        encoder_grad=w.sap_encoder_grad)
+        terms["loss"] = sum(getattr(w, k) * v for k, v in terms.items())
+        return terms

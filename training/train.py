@@ -1,0 +1,650 @@
+"""Train CLIP-RestoreX in the paper's two stages (METHOD.md §7), nanoGPT-style.
+
+Stage 1 feeds priors of the GT (CLIP + PEM-S1) to the Restormer; stage 2 starts from a stage-1 export,
+copies PEM-S1 into PEM-S2, freezes CLIP and PEM-S1 as the teacher and trains FFEDM, PEM-S2 and the
+Restormer through the unrolled diffusion chain.  Every hyperparameter is in a TOML file under
+training/configs/ (a file may ``inherit = "other.toml"``); ``--section.key=value`` overrides any of them
+(values are TOML literals: ``--train.lr=1e-4 --model.clip.taps=[1,2,3,4] --data.root=/data/LCDP``).
+``${VAR}`` in paths expands from the environment (``RESTOREX_DATA``: the data folder; ``RESTOREX_CLIP``:
+the frozen CLIP ViT-B/32 file of the paper configs).
+
+Single process (CPU or one GPU):
+    python -m training.train --config training/configs/lcdp_stage1.toml --data.root=/data/LCDP
+    python -m training.train --config training/configs/lcdp_stage2.toml --data.root=/data/LCDP
+One node, 8 GPUs (DistributedDataParallel; data.batch_size is per GPU):
+    torchrun --standalone --nproc_per_node=8 -m training.train --config training/configs/msec_stage1.toml
+Two nodes:
+    torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=HOST --master_port=29500 \
+        -m training.train --config training/configs/msec_stage1.toml        (node_rank=1 on the other)
+The bundled default weights (CPU, about an hour in all):
+    RESTOREX_DATA=/work/shared/data python -m training.train --config training/configs/default_stage1.toml
+    RESTOREX_DATA=/work/shared/data python -m training.train --config training/configs/default_stage2.toml
+
+A run writes ``out_dir/last.pt`` (training state, atomically, every ``ckpt_every`` steps; rerunning the
+same command resumes from it and reaches the same weights as an uninterrupted run), ``log.csv``,
+``best.safetensors`` (EMA weights at the best validation PSNR) and the final EMA export
+``out_dir/<export_name>``, loadable with ``restorex_core.load_checkpoint``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+import tomllib
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch.distributed import destroy_process_group, init_process_group
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from restorex_core import MissingWeightsError, RestoreX, RestoreXConfig, load_clip, read_header, save_checkpoint
+
+from .data import DATASETS, PairedTransform, StackDataset, build_dataset, load_image, render_exposure
+from .ema import EMA
+from .evaluate import evaluate
+from .losses import LossWeights, Objective
+from .metrics import image_metrics
+from .synthetic import find_images
+
+logger = logging.getLogger("training.train")
+EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+KINDS = (*DATASETS, "procedural")  # procedural: generated stand-in photos + synthetic exposure (demo, tests)
+
+
+# ------------------------------------------------------------------------------------------ config
+@dataclass(frozen=True)
+class TrainSection:
+    stage: int = 1
+    out_dir: str = "runs/restorex"
+    init_from: str = ""  # stage 2: the stage-1 export (.safetensors)
+    clip_weights: str = "${RESTOREX_CLIP}"  # frozen CLIP file when clip.trainable = false; "random": untrained
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (torchrun picks cuda:$LOCAL_RANK)
+    bf16: bool = True  # bf16 autocast on CUDA; CPU runs stay fp32
+    compile: bool = False  # torch.compile the training step (checkpoints are still the plain module's)
+    resume: bool = True  # continue from out_dir/last.pt when it exists
+    max_steps: int = 100_000  # optimiser steps of the whole run (the lr schedule spans them)
+    stop_after: int = 0  # leave, checkpointed, after this many steps in this process (0: run to the end)
+    lr: float = 2e-4
+    min_lr: float = 1e-6  # cosine floor
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # cosine | constant
+    warmup_steps: int = 0  # linear lr warm-up
+    diffusion_warmup_iters: int = 0  # stage 2: first train only FFEDM + PEM-S2 on L_p (DiffIR deblur: 100k)
+    grad_clip: float = 0.01  # max global grad norm (Restormer: 0.01); 0 disables
+    ema_decay: float = 0.999
+    log_every: int = 50
+    val_every: int = 2000  # 0 disables (the end of the run is always validated)
+    val_limit: int = 0  # validate on the first N pairs only (0: all)
+    val_max_side: int = 0  # downscale validation pairs to this long side (0: full resolution)
+    ckpt_every: int = 500
+    export_name: str = "restorex.safetensors"
+    export_dtype: str = "float32"  # float32 | float16 | bfloat16 (smaller files)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    kind: str = "lcdp"  # one of KINDS
+    root: str = "${RESTOREX_DATA}"
+    train_split: str = "train"
+    val_split: str = "valid"
+    scenes: tuple[str, ...] = ()  # stacks: training scenes or sources (default all); sice: ids or a list file
+    val_scenes: tuple[str, ...] = ()  # stacks: held out of training and validated on; sice: validation scenes
+    pairs: str = "all"  # stacks training pairs: all (every non-GT frame) | rule (the README's under/over)
+    val_pairs: str = "rule"
+    synthetic_ratio: float = 0.0  # share of training items rendered by the synthetic exposure model
+    synthetic_root: str = ""  # well-exposed photos for it; "" = the GT frames of the training scenes (stacks)
+    ev_range: tuple[float, float] = (-3.0, 2.5)
+    min_abs_ev: float = 0.5
+    noise: bool = True  # Poisson-Gaussian sensor noise in synthetic renders
+    crop: int = 224
+    batch_size: int = 4  # per process
+    resize_short: tuple[int, int] = (0, 0)  # random rescale of the short side into [lo, hi] before cropping
+    num_workers: int = 2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    train: TrainSection = field(default_factory=TrainSection)
+    data: DataSection = field(default_factory=DataSection)
+    loss: LossWeights = field(default_factory=LossWeights)
+    model: dict[str, Any] = field(default_factory=lambda: {"preset": "paper"})  # RestoreXConfig dict + preset
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        known = {"train": TrainSection, "data": DataSection, "loss": LossWeights}
+        if set(raw) - {*known, "model"}:
+            raise ValueError(f"unknown config sections {sorted(set(raw) - {*known, 'model'})}; use "
+                             "[train], [data], [loss], [model]")
+        cfg = cls(**{k: _section(c, raw.get(k, {}), k) for k, c in known.items()}, model=raw.get("model", {}))
+        t, d = cfg.train, cfg.data
+        checks = [(t.stage in (1, 2), f"train.stage must be 1 or 2, not {t.stage}"),
+                  (d.kind in KINDS, f"data.kind {d.kind!r} is not one of {', '.join(KINDS)}"),
+                  (d.crop % 8 == 0, f"data.crop {d.crop} must be a multiple of 8 (three 2x downsamplings)"),
+                  (0.0 <= d.synthetic_ratio <= 1.0, "data.synthetic_ratio must be in [0, 1]"),
+                  (t.schedule in ("cosine", "constant"), "train.schedule must be cosine or constant"),
+                  (t.export_dtype in EXPORT_DTYPES, f"train.export_dtype must be one of {list(EXPORT_DTYPES)}")]
+        errors = [msg for ok, msg in checks if not ok]
+        if errors:
+            raise ValueError("bad training config: " + "; ".join(errors))
+        return cfg
+
+
+def _section(cls: type, values: dict[str, Any], name: str) -> Any:
+    defaults = cls()
+    names = [f.name for f in dataclasses.fields(cls)]
+    if set(values) - set(names):
+        raise ValueError(f"unknown keys {sorted(set(values) - set(names))} in [{name}]; valid keys: {names}")
+    kw = {}
+    for key, value in values.items():
+        default = getattr(defaults, key)
+        if isinstance(default, tuple):
+            value = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+        elif isinstance(default, bool) != isinstance(value, bool) or (
+                isinstance(default, (int, float)) and not isinstance(value, (int, float))):
+            raise ValueError(f"{name}.{key} = {value!r} should be a {type(default).__name__}")
+        elif isinstance(default, float):
+            value = float(value)
+        kw[key] = str(value) if isinstance(default, str) else value
+    return dataclasses.replace(defaults, **kw)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A config file with its ``inherit`` chain resolved (relative to the file), child keys winning."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found (the recipes are in training/configs/)")
+    raw = tomllib.loads(path.read_text())
+    parent = raw.pop("inherit", None)
+    return _merge(read_toml(path.parent / parent), raw) if parent else raw
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    """TOML file + ``--section.key=value`` overrides (values parsed as TOML, else taken as strings)."""
+    raw = read_toml(path)
+    for arg in overrides:
+        if not arg.startswith("--") or "=" not in arg:
+            raise ValueError(f"override {arg!r} must look like --section.key=value, e.g. --train.lr=1e-4")
+        key, text = arg[2:].split("=", 1)
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        *parents, last = key.split(".")
+        node = raw
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return TrainConfig.from_dict(raw)
+
+
+def model_config(section: dict[str, Any]) -> RestoreXConfig:
+    """``[model]``: ``preset = "paper" | "tiny"`` (default paper) plus RestoreXConfig sections overriding it."""
+    section = dict(section)
+    preset = section.pop("preset", "paper")
+    presets = {"paper": RestoreXConfig.paper, "tiny": RestoreXConfig.tiny}
+    if preset not in presets:
+        raise ValueError(f"model.preset {preset!r} is not one of {list(presets)}")
+    return RestoreXConfig.from_dict(_merge(presets[preset]().to_dict(), section))
+
+
+def expand(path: str) -> str:
+    out = os.path.expandvars(path)
+    if "$" in out:
+        raise ValueError(f"{path!r} names an environment variable that is not set: set it or override the key "
+                         "(e.g. RESTOREX_DATA=/data or --data.root=/data/LCDP)")
+    return out
+
+
+# -------------------------------------------------------------------------------------------- data
+def procedural_photo(index: int, size: int = 96) -> torch.Tensor:
+    """A generated well-exposed stand-in photo (3, size, size): colour field, flat discs, fine texture."""
+    g = torch.Generator().manual_seed(index)
+    img = F.interpolate(torch.rand(1, 3, 3, 3, generator=g), size=(size, size), mode="bicubic")[0]
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    for _ in range(3):
+        cx, cy, r = torch.rand(3, generator=g).tolist()
+        img = torch.where((xx - cx) ** 2 + (yy - cy) ** 2 < (0.1 + 0.25 * r) ** 2, torch.rand(3, 1, 1, generator=g), img)
+    texture = 0.05 * torch.sin((20 + 40 * float(torch.rand(1, generator=g))) * (xx + 0.5 * yy))
+    return (0.15 + 0.7 * img + texture).clamp(0.0, 1.0)
+
+
+class TrainStream(Dataset):
+    """Item ``pos`` of an endless training stream, a pure function of (seed, pos): resumable anywhere and
+    independent of the number of workers.  Each epoch is a seeded permutation of the real pairs plus
+    ``n_syn`` synthetic renders; every item gets its own crop/flip/rot90 (and EV, noise) draws."""
+
+    def __init__(self, d: DataSection, seed: int, real: Dataset | None, photos: list | None, n_photos: int) -> None:
+        self.d, self.seed, self.real, self.photos = d, seed, real, photos
+        self.n_real = len(real) if real is not None else 0
+        self.n_photos = n_photos
+        r = d.synthetic_ratio
+        self.n_syn = n_photos if not self.n_real else (round(self.n_real * r / (1 - r)) if r < 1 else 0)
+        self.epoch_len = self.n_real + self.n_syn
+        if self.epoch_len == 0:
+            raise ValueError("the training stream is empty: no pairs and no synthetic sources")
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return 1 << 62
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, epoch, 1]).permutation(self.epoch_len))
+        return self._perm[1]
+
+    def _geometry(self, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+        lo, hi = self.d.resize_short
+        if hi > 0:
+            s = rng.uniform(lo, hi) / min(y.shape[-2:])
+            size = (max(1, round(y.shape[-2] * s)), max(1, round(y.shape[-1] * s)))
+            x, y = (F.interpolate(t[None], size=size, mode="bilinear", antialias=True)[0].clamp(0, 1) for t in (x, y))
+        g = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
+        item = PairedTransform(self.d.crop, generator=g)({"input": x, "target": y, "name": ""})
+        return item["input"], item["target"]
+
+    def __getitem__(self, pos: int) -> dict[str, torch.Tensor]:
+        epoch, k = divmod(int(pos), self.epoch_len)
+        j = int(self._order(epoch)[k])
+        rng = np.random.default_rng([self.seed, int(pos), 2])
+        if j < self.n_real:
+            item = self.real[j]
+            x, y = self._geometry(item["input"], item["target"], rng)
+            return {"input": x, "target": y}
+        src = (j - self.n_real + epoch * self.n_syn) % self.n_photos
+        photo = self.photos[src] if self.photos is not None else procedural_photo(src)
+        _, y = self._geometry(*(2 * [load_image(photo) if self.photos is not None else photo]), rng)
+        lo, hi, m = *self.d.ev_range, self.d.min_abs_ev
+        u = rng.uniform(0.0, max(0.0, -m - lo) + max(0.0, hi - m))  # EV uniform over [lo, -m] U [m, hi]
+        ev = lo + u if u < max(0.0, -m - lo) else m + u - max(0.0, -m - lo)
+        shot, read = (float(np.exp(rng.uniform(*np.log(b)))) for b in ((1e-4, 2e-3), (5e-4, 5e-3)))
+        x = render_exposure(y.permute(1, 2, 0).numpy(), ev, rng, shot=shot if self.d.noise else 0.0,
+                            read=read if self.d.noise else 0.0)
+        return {"input": torch.from_numpy(x).permute(2, 0, 1).contiguous(), "target": y}
+
+
+class StepBatches:
+    """Batches of stream positions for steps [start, end): step s, rank r takes ((s * world + r) * B + j)."""
+
+    def __init__(self, start: int, end: int, batch: int, rank: int, world: int) -> None:
+        self.start, self.end, self.batch, self.rank, self.world = start, end, batch, rank, world
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start)
+
+    def __iter__(self):
+        for s in range(self.start, self.end):
+            base = (s * self.world + self.rank) * self.batch
+            yield list(range(base, base + self.batch))
+
+
+class Resized(Dataset):
+    """Validation pairs downscaled to a maximum long side (a faster proxy of the full-resolution score)."""
+
+    def __init__(self, ds: Any, max_side: int, limit: int) -> None:
+        self.ds, self.max_side, self.n = ds, max_side, min(limit or len(ds), len(ds))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        item = dict(self.ds[i])
+        h, w = item["target"].shape[-2:]
+        if self.max_side and max(h, w) > self.max_side:
+            size = (max(11, round(h * self.max_side / max(h, w))), max(11, round(w * self.max_side / max(h, w))))
+            for k in ("input", "target"):
+                item[k] = F.interpolate(item[k][None], size=size, mode="bilinear", antialias=True)[0].clamp(0, 1)
+        return item
+
+
+class ProceduralPairs(Dataset):
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> dict:
+        y, ev = procedural_photo(10**6 + i // 2, 64), (-2.0, 1.5)[i % 2]
+        x = torch.from_numpy(render_exposure(y.permute(1, 2, 0).numpy(), ev)).permute(2, 0, 1)
+        return {"input": x, "target": y, "name": f"gen{i // 2}", "exposure": "under" if ev < 0 else "over"}
+
+
+def build_data(d: DataSection, seed: int) -> tuple[TrainStream, Dataset | None]:
+    """The training stream and the validation set of a config."""
+    if d.kind == "procedural":
+        return TrainStream(d, seed, None, None, 64), ProceduralPairs()
+    root = expand(d.root)
+    one_file = len(d.scenes) == 1 and d.scenes[0].endswith(".txt")
+    scenes = expand(d.scenes[0]) if one_file else (list(d.scenes) or None)
+    val_scenes = [expand(s) for s in d.val_scenes] or None
+    kw: dict[str, Any] = {}
+    if d.kind == "stacks":
+        kw = {"scenes": scenes, "exclude": val_scenes, "pairs": d.pairs}
+    elif d.kind == "sice":
+        kw = {"scenes": scenes}
+    real = None if d.kind == "synthetic" or d.synthetic_ratio >= 1 else build_dataset(d.kind, root, d.train_split, **kw)
+    photos = None
+    if d.synthetic_ratio > 0 or d.kind == "synthetic":
+        if d.synthetic_root or d.kind == "synthetic":
+            photos = find_images(expand(d.synthetic_root or root))
+        elif d.kind == "stacks":
+            photos = StackDataset(root, scenes=scenes, exclude=val_scenes).gt_files()
+        else:
+            raise ValueError("data.synthetic_ratio > 0 needs data.synthetic_root (a folder of well-exposed photos)")
+    stream = TrainStream(d, seed, real, photos, len(photos) if photos else 0)
+    if d.kind == "stacks":
+        val = build_dataset("stacks", root, scenes=val_scenes, pairs=d.val_pairs) if val_scenes else None
+    elif d.kind == "sice":
+        val = build_dataset("sice", root, scenes=val_scenes[0] if val_scenes and len(val_scenes) == 1 and
+                            val_scenes[0].endswith(".txt") else val_scenes) if val_scenes else None
+    elif d.kind == "synthetic":
+        val = None
+    else:
+        val = build_dataset(d.kind, root, d.val_split)
+    return stream, val
+
+
+# ------------------------------------------------------------------------------------------- model
+TRAINED = {1: ("pem_reference", "restormer"), 2: ("pem_input", "ffedm", "restormer")}
+
+
+def build_model(cfg: TrainConfig, *, fresh: bool = True) -> tuple[RestoreX, tuple[str, ...]]:
+    """The model of ``cfg`` set up for its stage, and the names of the submodules it trains.
+
+    Stage 2 starting fresh loads ``train.init_from`` (everything but FFEDM and PEM-S2) and copies PEM-S1
+    into PEM-S2; CLIP and PEM-S1 are frozen (the teacher).  Stage 1 trains the encoder too when
+    ``clip.trainable``.  ``restormer.prior_dim = 0`` (no priors) trains the Restormer alone.
+    """
+    mcfg = model_config(cfg.model)
+    clip = None
+    if not mcfg.clip.trainable and cfg.train.clip_weights != "random":
+        if not os.path.expandvars(cfg.train.clip_weights).strip("$"):
+            raise MissingWeightsError("this config uses a frozen CLIP ViT-B/32: set RESTOREX_CLIP or pass "
+                                      "--train.clip_weights=FILE (e.g. open_clip ViT-B-32-quickgelu openai weights)")
+        clip = load_clip(expand(cfg.train.clip_weights), config=mcfg.clip)
+    model = RestoreX(mcfg, clip=clip)
+    stage = cfg.train.stage
+    if stage == 2 and fresh:
+        if not cfg.train.init_from:
+            raise ValueError("stage 2 starts from a stage-1 export: set train.init_from (e.g. "
+                             "runs/lcdp_stage1/restorex.safetensors)")
+        path = expand(cfg.train.init_from)
+        header = json.loads(read_header(path)["config"])
+        mine = mcfg.to_dict()
+        diff = [f"{s}.{k}" for s in ("clip", "pem", "restormer") for k in mine[s]
+                if k != "checkpointing" and header[s][k] != mine[s][k] and not (s == "clip" and k == "trainable")]
+        if diff:
+            raise ValueError(f"{path} was trained with a different model ({', '.join(diff)} differ): give stage 2 "
+                             "the [model] section of its stage-1 config")
+        sd = {k: v for k, v in load_file(path).items() if not k.startswith(("ffedm.", "pem_input."))}
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        bad = [k for k in missing if not k.startswith(("ffedm.", "pem_input.", "clip."))] + unexpected
+        if bad or (mcfg.clip.trainable and any(k.startswith("clip.") for k in missing)):
+            raise ValueError(f"{path} does not hold the stage-1 weights this model needs ({bad[:4] or 'clip'})")
+        model.pem_input.load_state_dict(model.pem_reference.state_dict())
+    if mcfg.restormer.prior_dim == 0:
+        trained: tuple[str, ...] = ("restormer",)
+    else:
+        trained = TRAINED[stage] + (("clip",) if stage == 1 and mcfg.clip.trainable else ())
+    model.requires_grad_(False)
+    for name in trained:
+        getattr(model, name).requires_grad_(True)
+    return model, trained
+
+
+def set_train_mode(model: RestoreX, trained: tuple[str, ...]) -> None:
+    model.train()
+    for name, module in model.named_children():
+        if name not in trained:
+            module.eval()  # the frozen teacher never leaves eval mode
+
+
+def get_lr(step: int, t: TrainSection) -> float:
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    if t.schedule == "constant":
+        return t.lr
+    progress = min(1.0, (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps))
+    return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The global RNG is reseeded per step (FFEDM noise, eps timesteps): resuming needs no replay."""
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, np.uint64)[0] >> 1)
+
+
+# ------------------------------------------------------------------------------------ train state
+def _stored(model: RestoreX, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    keep_clip = model.config.clip.trainable  # a frozen CLIP comes back from its own file
+    return {k: v for k, v in sd.items() if keep_clip or not k.startswith("clip.")}
+
+
+def rng_state() -> dict[str, Any]:
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    version, py_state, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
+            "numpy": torch.from_numpy(keys.astype(np.int64)), "numpy_pos": int(pos),
+            "numpy_gauss": [int(has_gauss), float(cached)],
+            "python": torch.tensor(py_state, dtype=torch.int64), "python_version": int(version),
+            "python_gauss": gauss_next}
+
+
+def set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    if s["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+    np.random.set_state(("MT19937", s["numpy"].numpy().astype(np.uint32), s["numpy_pos"],
+                         s["numpy_gauss"][0], s["numpy_gauss"][1]))
+    random.setstate((s["python_version"], tuple(s["python"].tolist()), s["python_gauss"]))
+
+
+def save_state(path: Path, **state: Any) -> None:
+    """torch.save to a temporary name in the same folder, then os.replace: a kill never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_state(path: Path, model: RestoreX, ema: EMA, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["model_config"] != json.dumps(model.config.to_dict(), sort_keys=True):
+        raise ValueError(f"{path} was written by a run with a different [model]; use another train.out_dir "
+                         "or delete it to start over")
+    for target, sd in ((model, state["model"]), (ema.model, state["ema"])):
+        missing, unexpected = target.load_state_dict(sd, strict=False)
+        if unexpected or set(missing) & set(_stored(model, target.state_dict())):
+            raise ValueError(f"{path} does not match this model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    opt.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    return state
+
+
+# ------------------------------------------------------------------------------------------- loop
+def validate(model: RestoreX, val: Dataset, stage: int, autocast: Any) -> tuple[float, float]:
+    """Mean PSNR / SSIM of ``model``: stage 2 runs the whole method (``training.evaluate``, seed 0);
+    stage 1 restores with the GT's own priors, an oracle number as in DiffIR's stage-1 test."""
+    with autocast:
+        if stage == 2:
+            result = evaluate(model, val)
+            return result.psnr, result.ssim
+        scores = []
+        with torch.inference_mode():
+            for i in range(len(val)):
+                x, y = val[i]["input"][None].to(model.device), val[i]["target"]
+                out = model.restore(x, model.extract_priors(y[None].to(model.device), stage="reference"))
+                scores.append(image_metrics(out[0].float().cpu(), y))
+    return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
+
+
+class RunLog:
+    """``log.csv`` (rewound to the resumed step) and TensorBoard scalars when tensorboard is installed."""
+
+    FIELDS = ("step", "lr", "loss", "l1", "prior", "sap", "eps", "grad_norm", "sec_per_it", "val_psnr", "val_ssim")
+
+    def __init__(self, out: Path, start: int) -> None:
+        self.path = out / "log.csv"
+        rows = []
+        if start and self.path.is_file():
+            with open(self.path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+        tmp = self.path.with_name(".log.csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, self.FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, self.path)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(out / "tb"))
+        except ImportError:
+            self.tb = None
+
+    def write(self, row: dict[str, float]) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self.FIELDS).writerow(row)
+        for key, value in row.items():
+            if self.tb is not None and key != "step":
+                self.tb.add_scalar(key, value, row["step"])
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run (or resume) the configured stage; returns the step reached, the logged rows and the export path."""
+    t = cfg.train
+    ddp = int(os.environ.get("RANK", -1)) != -1
+    if ddp:
+        init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        device = torch.device(f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else "cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    else:
+        rank, world = 0, 1
+        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if t.device == "auto" else t.device)
+    master = rank == 0
+    out = Path(expand(t.out_dir))
+    out.mkdir(parents=True, exist_ok=True)
+    last = out / "last.pt"
+    resuming = t.resume and last.is_file()
+
+    torch.manual_seed(t.seed)  # identical initialisation on every rank
+    raw_model, trained = build_model(cfg, fresh=not resuming)
+    raw_model.to(device)
+    params = [p for p in raw_model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+    ema = EMA(raw_model, t.ema_decay)
+    step, best = 0, -math.inf
+    if resuming:
+        state = load_state(last, raw_model, ema, opt)
+        step, best = int(state["step"]), float(state["best"])
+        logger.info("resuming %s at step %d", last, step)
+    objective = Objective(raw_model, stage=t.stage, weights=cfg.loss)
+    step_fn = torch.compile(objective) if t.compile else objective
+    if ddp:  # DDP wraps the whole loss computation; the plain module stays raw_model
+        step_fn = DDP(step_fn, device_ids=[device.index] if device.type == "cuda" else None,
+                      find_unused_parameters=t.diffusion_warmup_iters > 0)
+    stream, val = build_data(cfg.data, t.seed)
+    val = Resized(val, t.val_max_side, t.val_limit) if val is not None else None
+    end = min(t.max_steps, step + t.stop_after) if t.stop_after else t.max_steps
+    loader = DataLoader(stream, batch_sampler=StepBatches(step, end, cfg.data.batch_size, rank, world),
+                        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if t.bf16 and device.type == "cuda" else nullcontext()
+    runlog = RunLog(out, step) if master else None
+    meta = {"stage": t.stage, "dataset": cfg.data.kind, "trainer": "training.train",
+            "val_protocol": "oracle GT priors" if t.stage == 1 else "model.correct(seed=0)",
+            "train_config": json.dumps(cfg.to_dict())}
+    history: list[dict[str, float]] = []
+    val_scores: dict[str, float] = {}
+    pbar = tqdm(total=t.max_steps, initial=step, disable=not master, desc=f"stage {t.stage}", dynamic_ncols=True)
+    set_train_mode(raw_model, trained)
+    t_log, n_log = time.time(), 0
+    for batch in loader:
+        lr = get_lr(step, t)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(step_seed(t.seed, step, rank))
+        lq, gt = batch["input"].to(device, non_blocking=True), batch["target"].to(device, non_blocking=True)
+        with autocast:
+            terms = step_fn(lq, gt, t.stage == 2 and step < t.diffusion_warmup_iters)
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip if t.grad_clip > 0 else math.inf)
+        opt.step()
+        ema.update(raw_model, step)
+        step, n_log = step + 1, n_log + 1
+        pbar.update(1)
+        if master and (step % t.log_every == 0 or step == end):
+            row = {"step": step, "lr": lr, **{k: float(v) for k, v in terms.items()},
+                   "grad_norm": float(grad_norm), "sec_per_it": (time.time() - t_log) / n_log}
+            history.append(row)
+            runlog.write(row)
+            pbar.set_postfix(loss=f"{row['loss']:.4f}", s_it=f"{row['sec_per_it']:.2f}")
+            t_log, n_log = time.time(), 0
+        if master and val is not None and (step == t.max_steps or (t.val_every and step % t.val_every == 0)):
+            psnr, ssim = validate(ema.model, val, t.stage, autocast)
+            val_scores = {"val_psnr": psnr, "val_ssim": ssim}
+            runlog.write({"step": step, **val_scores})
+            tqdm.write(f"step {step}: validation PSNR {psnr:.2f} dB, SSIM {ssim:.4f} (EMA, {len(val)} pairs)")
+            if psnr > best:
+                best = psnr
+                save_checkpoint(ema.model, out / "best.safetensors", metadata={**meta, "step": step, **val_scores},
+                                dtype=EXPORT_DTYPES[t.export_dtype])
+            t_log, n_log = time.time(), 0
+        if master and (step % t.ckpt_every == 0 or step == end):
+            save_state(last, step=step, best=best, model=_stored(raw_model, raw_model.state_dict()),
+                       ema=_stored(raw_model, ema.state_dict()), optimizer=opt.state_dict(), rng=rng_state(),
+                       model_config=json.dumps(raw_model.config.to_dict(), sort_keys=True),
+                       config=json.dumps(cfg.to_dict()))
+    pbar.close()
+    export = None
+    if master and step == t.max_steps:
+        export = save_checkpoint(ema.model, out / t.export_name, metadata={**meta, "step": step, **val_scores},
+                                 dtype=EXPORT_DTYPES[t.export_dtype])
+        logger.info("exported the EMA weights to %s", export)
+    if ddp:
+        destroy_process_group()
+    return {"step": step, "history": history, "best_psnr": best, "val": val_scores, "export": export,
+            "model": raw_model, "ema": ema.model}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train CLIP-RestoreX (see the module docstring).", allow_abbrev=False,
+                                     epilog="Any config key can be overridden: --train.lr=1e-4 --data.root=DIR ...")
+    parser.add_argument("--config", required=True, help="a TOML file, e.g. training/configs/lcdp_stage1.toml")
+    args, overrides = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result = train(load_config(args.config, overrides))
+    if result["export"] is not None:
+        print(f"weights: {result['export']}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
