@@ -35,6 +35,7 @@ DISPLAY = {"LoadImage": "Load Image", "SaveImage": "Save Image", "PreviewImage":
            "RestoreXFFEDMEnhance": "RestoreX FFEDM Enhance", "RestoreXRestormerInject": "RestoreX Restormer Inject",
            "RestoreXExposureCorrect": "RestoreX Exposure Correct", "RestoreXBlendPriors": "RestoreX Blend Priors",
            "RestoreXVisualizePriors": "RestoreX Visualize Priors"}
+SIZES = {"LoadImage": [340, 340], "PreviewImage": [340, 140], "SaveImage": [340, 140]}
 CONTROL = "control_after_generate"  # the UI-only widget that follows a seed
 UI_ONLY = {"upload", CONTROL}
 
@@ -70,10 +71,10 @@ WORKFLOWS = {
         node(5, "RestoreXRestormerInject", (800, 60), links={"model": (2, 0), "image": (1, 0), "priors": (4, 0)},
              tile=0, overlap=32),
         node(6, "SaveImage", (1180, 60), links={"images": (5, 0)}, filename_prefix="RestoreX/staged"),
-        node(7, "RestoreXVisualizePriors", (800, 330), "Input priors", links={"priors": (3, 0)}, width=896),
-        node(8, "PreviewImage", (1180, 420), "Input priors chart", links={"images": (7, 0)}),
-        node(9, "RestoreXVisualizePriors", (800, 500), "Enhanced priors", links={"priors": (4, 0)}, width=896),
-        node(10, "PreviewImage", (1560, 420), "Enhanced priors chart", links={"images": (9, 0)}),
+        node(7, "RestoreXVisualizePriors", (800, 300), "Input priors", links={"priors": (3, 0)}, width=896),
+        node(8, "PreviewImage", (1180, 300), "Input priors chart", links={"images": (7, 0)}),
+        node(9, "RestoreXVisualizePriors", (800, 460), "Enhanced priors", links={"priors": (4, 0)}, width=896),
+        node(10, "PreviewImage", (1180, 460), "Enhanced priors chart", links={"images": (9, 0)}),
     ],
     "restorex_reference_guided": [
         image(1, (40, 60), "example.png", "Badly exposed photo"),
@@ -98,7 +99,8 @@ def to_api(nodes: list[dict]) -> dict:
     for n in nodes:
         inputs = {k: v for k, v in n["widgets"].items() if k not in UI_ONLY}
         inputs.update({name: [str(src), slot] for name, (src, slot) in n["links"].items()})
-        prompt[str(n["id"])] = {"class_type": n["type"], "inputs": inputs, "_meta": {"title": n["title"] or DISPLAY[n["type"]]}}
+        title = n["title"] or DISPLAY[n["type"]]
+        prompt[str(n["id"])] = {"class_type": n["type"], "inputs": inputs, "_meta": {"title": title}}
     return prompt
 
 
@@ -117,7 +119,8 @@ def to_ui(nodes: list[dict]) -> dict:
     for order, n in enumerate(nodes):
         ins, outs = SOCKETS[n["type"]]
         entry = {
-            "id": n["id"], "type": n["type"], "pos": list(n["pos"]), "size": [340, 100 + 26 * len(n["widgets"])],
+            "id": n["id"], "type": n["type"], "pos": list(n["pos"]),
+            "size": SIZES.get(n["type"], [340, 40 + 24 * (max(len(ins), len(outs)) + len(n["widgets"]))]),
             "flags": {}, "order": order, "mode": 0,
             "inputs": [{"name": name, "type": kind, "link": link_of.get((n["id"], i))}
                        for i, (name, kind) in enumerate(ins)],

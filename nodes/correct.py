@@ -34,7 +34,7 @@ class ExposureCorrect:
 
     RETURN_TYPES, RETURN_NAMES, FUNCTION, CATEGORY = ("IMAGE",), ("image",), "correct", CATEGORY
     OUTPUT_TOOLTIPS = ("The corrected image.",)
-    DESCRIPTION = __doc__
+    DESCRIPTION = " ".join(__doc__.split())
 
     def correct(self, model: ManagedRestoreX, image: Tensor, seed: int, steps: int, strength: float, feather: int,
                 tile: int, overlap: int, mask: Tensor | None = None) -> tuple[Tensor]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 
@@ -12,6 +13,7 @@ from restorex_core import MissingWeightsError, load_checkpoint, read_header
 from . import paths
 from .runtime import ManagedRestoreX, comfy_mm
 
+logger = logging.getLogger(__name__)
 CATEGORY = "image/restoration/RestoreX"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 CACHE_SIZE = 2  # loaded checkpoints kept in RAM, so switching between two files does not reload them
@@ -45,6 +47,7 @@ def load_managed(model_name: str, clip_name: str, device: str, dtype: str) -> Ma
         return _cache[key]
     if clip_path is None and read_header(path).get("clip_stored") == "false":
         raise MissingWeightsError(paths.clip_needed_message(model_name))
+    logger.info("RestoreX: loading %s (%s, %s)", path, load_device, torch_dtype)
     model = load_checkpoint(path, clip=clip_path, device=offload_device, dtype=torch_dtype)
     managed = ManagedRestoreX.create(model, load_device=load_device, offload_device=offload_device,
                                      source=os.path.basename(path))
@@ -67,7 +70,7 @@ class LoadRestoreXModel:
                                                           f"'{paths.FROM_CHECKPOINT}': the encoder stored in the "
                                                           "checkpoint (the default weights store theirs)."}),
             "device": (["auto", "cpu", "gpu"], {"default": "auto", "tooltip": "auto: ComfyUI's device (the GPU "
-                                                                               "unless --cpu). cpu: keep it on the CPU."}),
+                                                "unless --cpu). cpu: keep it on the CPU."}),
             "dtype": (["auto", "fp32", "bf16", "fp16"], {"default": "auto", "tooltip": "Weight precision. auto = "
                                                          "fp32 (the model is small; fp16/bf16 halve its memory)."}),
         }}
@@ -77,17 +80,15 @@ class LoadRestoreXModel:
     OUTPUT_TOOLTIPS = ("The loaded RestoreX model (CLIP priors, FFEDM and Restormer).",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
-    DESCRIPTION = __doc__
+    DESCRIPTION = " ".join(__doc__.split())
 
     @classmethod
-    def VALIDATE_INPUTS(cls, model_name, clip_name):  # noqa: N802, ANN206 - replaces the combo check: says where it looked
-        try:
-            paths.find_model(model_name)
-            if clip_name != paths.FROM_CHECKPOINT:
-                paths.find_clip(clip_name)
-        except MissingWeightsError as e:
-            return str(e)
-        return True
+    def VALIDATE_INPUTS(cls, model_name):  # noqa: N802, ANN206 - replaces the combo check: says where it looked
+        return paths.validate_model(model_name)
+
+    @classmethod
+    def IS_CHANGED(cls, model_name, clip_name, device, dtype):  # noqa: N802, ANN206 - a replaced file reloads
+        return paths.fingerprint(model_name, clip_name)
 
     def load(self, model_name: str, clip_name: str, device: str, dtype: str) -> tuple[ManagedRestoreX]:
         return (load_managed(model_name, clip_name, device, dtype),)

@@ -94,3 +94,21 @@ def clip_needed_message(checkpoint: str) -> str:
     return (f"'{checkpoint}' does not store its (frozen) CLIP image encoder: choose a CLIP file in clip_name "
             f"instead of '{FROM_CHECKPOINT}'. Searched for CLIP files in: {where}. Put {CLIP_SOURCE} there and "
             "refresh ComfyUI (press R).")
+
+
+def validate_model(name: str) -> bool | str:
+    """True, or the message naming the folders searched (ComfyUI shows it before running anything)."""
+    try:
+        find_model(name)
+    except MissingWeightsError as e:
+        return str(e)
+    return True
+
+
+def fingerprint(model_name: str, clip_name: str) -> str:
+    """Paths and modification times of the files a loader uses: a replaced file means a new model."""
+    try:
+        files = [find_model(model_name)] + ([] if clip_name == FROM_CHECKPOINT else [find_clip(clip_name)])
+    except MissingWeightsError:
+        return "missing"  # validation has already said where the file should be
+    return " ".join(f"{f}@{os.stat(f).st_mtime_ns}" for f in files)

@@ -27,7 +27,7 @@ class BlendPriors:
 
     RETURN_TYPES, RETURN_NAMES, FUNCTION, CATEGORY = ("RESTOREX_PRIORS",), ("priors",), "blend", CATEGORY
     OUTPUT_TOOLTIPS = ("(1 - weight) * priors + weight * toward.",)
-    DESCRIPTION = __doc__
+    DESCRIPTION = " ".join(__doc__.split())
 
     def blend(self, priors: Priors, toward: Priors, weight: float) -> tuple[Priors]:
         return (priors_out(priors.lerp(toward, weight)),)
@@ -46,7 +46,7 @@ class VisualizePriors:
 
     RETURN_TYPES, RETURN_NAMES, FUNCTION, CATEGORY = ("IMAGE",), ("chart",), "visualize", CATEGORY
     OUTPUT_TOOLTIPS = ("One chart per image of the batch: each prior's values and Fourier amplitudes.",)
-    DESCRIPTION = __doc__
+    DESCRIPTION = " ".join(__doc__.split())
 
     def visualize(self, priors: Priors, width: int) -> tuple[Tensor]:
         with torch.inference_mode():

@@ -29,7 +29,7 @@ def comfy_mm():  # noqa: ANN201 - comfy.model_management, imported lazily
     return comfy.model_management
 
 
-class PatcherTarget(nn.Module):
+class RestoreXPatcherModule(nn.Module):
     """The module handed to ModelPatcher. ModelPatcher writes ``.device`` and its bookkeeping attributes onto
     the module it manages; RestoreX's ``device`` is a read-only property, so it sits one level down."""
 
@@ -53,7 +53,7 @@ class ManagedRestoreX:
                source: str) -> ManagedRestoreX:
         import comfy.model_patcher
 
-        target = PatcherTarget(model.eval(), offload_device)
+        target = RestoreXPatcherModule(model.eval(), offload_device)
         patcher = comfy.model_patcher.ModelPatcher(target, load_device=load_device, offload_device=offload_device)
         return cls(model, patcher, source)
 
@@ -110,8 +110,10 @@ def progress() -> Progress:
     return update
 
 
-def run_tiled(managed: ManagedRestoreX, image: Tensor, run: Callable[[RestoreX, Tensor, int | None, int, Progress], Tensor],
-              *, tile: int, overlap: int) -> Tensor:
+Runner = Callable[[RestoreX, Tensor, int | None, int, Progress], Tensor]  # (model, x, tile, overlap, progress)
+
+
+def run_tiled(managed: ManagedRestoreX, image: Tensor, run: Runner, *, tile: int, overlap: int) -> Tensor:
     """Run ``run(model, x, tile, overlap, progress)`` under ComfyUI's memory management; return its output.
 
     ``image`` is a ComfyUI IMAGE; ``x`` is that image as (B, C, H, W) on the model's device, moved there

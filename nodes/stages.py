@@ -36,7 +36,7 @@ class ExtractCLIPPriors:
 
     RETURN_TYPES, RETURN_NAMES, FUNCTION, CATEGORY = ("RESTOREX_PRIORS",), ("priors",), "extract", CATEGORY
     OUTPUT_TOOLTIPS = ("One prior vector per tapped CLIP block, per image.",)
-    DESCRIPTION = __doc__
+    DESCRIPTION = " ".join(__doc__.split())
 
     def extract(self, model: ManagedRestoreX, image: Tensor, stage: str) -> tuple[Priors]:
         net = model.load()
@@ -54,7 +54,7 @@ class FFEDMEnhance:
 
     RETURN_TYPES, RETURN_NAMES, FUNCTION, CATEGORY = ("RESTOREX_PRIORS",), ("priors",), "enhance", CATEGORY
     OUTPUT_TOOLTIPS = ("Enhanced priors, ready for Restormer Inject.",)
-    DESCRIPTION = __doc__
+    DESCRIPTION = " ".join(__doc__.split())
 
     def enhance(self, model: ManagedRestoreX, priors: Priors, seed: int, steps: int) -> tuple[Priors]:
         net = model.load()
@@ -78,7 +78,7 @@ class RestormerInject:
 
     RETURN_TYPES, RETURN_NAMES, FUNCTION, CATEGORY = ("IMAGE",), ("image",), "inject", CATEGORY
     OUTPUT_TOOLTIPS = ("The corrected image.",)
-    DESCRIPTION = __doc__
+    DESCRIPTION = " ".join(__doc__.split())
 
     def inject(self, model: ManagedRestoreX, image: Tensor, priors: Priors, tile: int, overlap: int) -> tuple[Tensor]:
         def run(net, x, tile_, overlap_, report):  # noqa: ANN001, ANN202

@@ -44,9 +44,9 @@ class DDPMScheduler:
         if prediction_type not in ("sample", "epsilon"):
             raise ValueError(f"prediction_type must be 'sample' or 'epsilon', not {prediction_type!r}")
         if beta_schedule == "sqrt_linear":  # DiffIR's make_beta_schedule('linear'): linspace of sqrt, squared
-            betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64) ** 2
+            betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64, device="cpu") ** 2
         elif beta_schedule == "linear":
-            betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
+            betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64, device="cpu")
         else:
             raise ValueError(f"beta_schedule must be 'sqrt_linear' or 'linear', not {beta_schedule!r}")
         self.num_train_timesteps = num_train_timesteps
@@ -62,14 +62,15 @@ class DDPMScheduler:
         n = self.num_train_timesteps if num_inference_steps is None else int(num_inference_steps)
         if not 1 <= n <= self.num_train_timesteps:
             raise ValueError(f"steps must be in 1..{self.num_train_timesteps}, got {n}")
-        ts = torch.linspace(self.num_train_timesteps - 1, 0, n, dtype=torch.float64).round().long()
-        self.timesteps = ts.to(device) if device is not None else ts
+        last = self.num_train_timesteps - 1
+        steps = [last] if n == 1 else [round(last * (n - 1 - i) / (n - 1)) for i in range(n)]
+        self.timesteps = torch.tensor(steps, dtype=torch.long, device=device or "cpu")
         self.num_inference_steps = n
         # previous timestep of each step; -1 means "the chain ends": alpha_bar_{-1} = 1
-        self._prev = {int(t): (int(ts[i + 1]) if i + 1 < n else -1) for i, t in enumerate(ts)}
+        self._prev = {t: (steps[i + 1] if i + 1 < n else -1) for i, t in enumerate(steps)}
 
     def _alpha_bar(self, t: int) -> Tensor:
-        return self.alphas_cumprod[t] if t >= 0 else torch.ones((), dtype=torch.float64)
+        return self.alphas_cumprod[t] if t >= 0 else torch.ones((), dtype=torch.float64, device="cpu")
 
     def coefficients(self, t: int) -> tuple[float, float, float]:
         """(coef1, coef2, variance) of the step t -> prev(t), eqs. 4-5 with respaced alphas."""

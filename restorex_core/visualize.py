@@ -36,7 +36,7 @@ def _panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], values: np
     xs = [x0 + 2 + (x1 - x0 - 4) * (i + 0.5) / n for i in range(len(values))]
     if bars:
         base = bottom
-        for x, v in zip(xs, values):
+        for x, v in zip(xs, values, strict=True):
             h = (bottom - top) * float(v) / scale
             draw.rectangle((round(x - (x1 - x0) / (2.6 * n)), round(base - h), round(x + (x1 - x0) / (2.6 * n)), base),
                            fill=colour)
@@ -44,7 +44,7 @@ def _panel(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], values: np
     else:
         mid = (top + bottom) / 2
         draw.line((x0 + 1, mid, x1 - 1, mid), fill=_GRID)
-        points = [(x, mid - (bottom - top) / 2 * float(v) / scale) for x, v in zip(xs, values)]
+        points = [(x, mid - (bottom - top) / 2 * float(v) / scale) for x, v in zip(xs, values, strict=True)]
         if len(points) > 1:
             draw.line(points, fill=colour, width=2)
         elif points:
@@ -71,7 +71,7 @@ def render_chart(vectors: list[Tensor], *, blocks: tuple[int, ...], caption: str
     draw = ImageDraw.Draw(image)
     draw.text((MARGIN, 9), caption, fill=_INK, font=_font(15))
     plot_w = (width - LABEL - 3 * MARGIN) // 2
-    for row, (vector, block) in enumerate(zip(vectors, blocks)):
+    for row, (vector, block) in enumerate(zip(vectors, blocks, strict=True)):
         v = vector.detach().float().cpu()
         amplitude = torch.fft.rfft(v, norm="ortho").abs()  # |FFT(P_i)|, what FFEDM diffuses
         y0 = HEADER + row * ROW

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import os
 import sys
 import types
@@ -94,7 +95,8 @@ class Comfy:
                 if self.interrupt_after < 0:
                     raise InterruptProcessingException()
 
-        mm.load_models_gpu, mm.throw_exception_if_processing_interrupted = load_models_gpu, throw_exception_if_processing_interrupted
+        mm.load_models_gpu = load_models_gpu
+        mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
         return mm
 
     def _patcher(self) -> types.ModuleType:
@@ -211,8 +213,45 @@ def test_models_folder_is_registered_keeping_extra_model_paths(comfy, tmp_path):
     pack = import_pack()
     folders, exts = fp.folder_names_and_paths["restorex"]
     assert folders[0] == str(extra) and folders[-1] == str(ROOT / "weights") and ".safetensors" in exts
-    assert "mine.safetensors" in pack.NODE_CLASS_MAPPINGS["LoadRestoreXModel"].INPUT_TYPES()["required"]["model_name"][0]
+    combo = pack.NODE_CLASS_MAPPINGS["LoadRestoreXModel"].INPUT_TYPES()["required"]["model_name"][0]
+    assert "mine.safetensors" in combo
     assert "notes.txt" not in fp.get_filename_list("restorex")
+
+
+def test_example_workflows_match_the_nodes(pack):
+    """UI workflows and their API twins agree with each other and with the nodes' INPUT_TYPES."""
+    widget_types = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+    ui_files = sorted((ROOT / "example_workflows").glob("*.json"))
+    assert [p.stem for p in ui_files] == ["restorex_one_node", "restorex_reference_guided", "restorex_staged"]
+    for path in ui_files:
+        ui, api = json.loads(path.read_text()), json.loads((path.parent / "api" / path.name).read_text())
+        assert {str(n["id"]) for n in ui["nodes"]} == set(api)
+        nodes = {n["id"]: n for n in ui["nodes"]}
+        for link_id, src, slot, dst, dst_slot, kind in ui["links"]:
+            name = nodes[dst]["inputs"][dst_slot]["name"]
+            assert api[str(dst)]["inputs"][name] == [str(src), slot]
+            assert nodes[dst]["inputs"][dst_slot]["link"] == link_id
+            assert link_id in nodes[src]["outputs"][slot]["links"] and nodes[src]["outputs"][slot]["type"] == kind
+        for n in ui["nodes"]:
+            entry = api[str(n["id"])]
+            assert entry["class_type"] == n["type"]
+            if n["type"] not in pack.NODE_CLASS_MAPPINGS:
+                continue
+            cls = pack.NODE_CLASS_MAPPINGS[n["type"]]
+            spec = cls.INPUT_TYPES()
+            inputs = {**spec["required"], **spec.get("optional", {})}
+            values, sockets = [], []
+            for name, (kind, options) in inputs.items():
+                if isinstance(kind, list) or kind in widget_types:
+                    value = entry["inputs"][name]
+                    assert value in kind if isinstance(kind, list) else options["min"] <= value <= options["max"]
+                    values += [value, "fixed"] if options.get("control_after_generate") else [value]
+                else:
+                    sockets.append((name, kind))
+                    assert name in entry["inputs"] or name in spec.get("optional", {})
+            assert n["widgets_values"] == values, (path.name, n["type"])
+            assert [(i["name"], i["type"]) for i in n["inputs"]] == sockets
+            assert [o["type"] for o in n["outputs"]] == list(cls.RETURN_TYPES)
 
 
 # -- the loader ---------------------------------------------------------------------------------------
@@ -225,11 +264,12 @@ def test_loader_errors_name_the_folders_searched(pack, comfy):
     message = str(info.value)
     assert "missing.safetensors" in message and str(comfy.models / "restorex") in message
     assert str(ROOT / "weights") in message and "restorex-default.safetensors" in message
-    assert type(loader).VALIDATE_INPUTS("missing.safetensors", "(from checkpoint)") == message
+    assert type(loader).VALIDATE_INPUTS("missing.safetensors") == message  # shown by ComfyUI before running
     (comfy.models / "restorex" / "broken.safetensors").write_bytes(b"\x00" * 64)
-    clip_error = type(loader).VALIDATE_INPUTS("broken.safetensors", "ViT-B-32.safetensors")
-    assert "CLIP file 'ViT-B-32.safetensors' not found" in clip_error and str(comfy.models / "clip_vision") in clip_error
-    assert type(loader).VALIDATE_INPUTS("broken.safetensors", "(from checkpoint)") is True
+    assert type(loader).VALIDATE_INPUTS("broken.safetensors") is True
+    with pytest.raises(MissingWeightsError, match="CLIP file 'ViT-B-32.safetensors' not found") as info:
+        loader.load("broken.safetensors", "ViT-B-32.safetensors", "auto", "auto")
+    assert str(comfy.models / "clip_vision") in str(info.value)
     with pytest.raises(CheckpointError, match="broken.safetensors"):
         loader.load("broken.safetensors", "(from checkpoint)", "auto", "auto")
     with pytest.raises(RuntimeError, match="choose device 'auto' or 'cpu'"):
@@ -243,12 +283,15 @@ def test_loader_loads_once_and_keeps_the_model_under_model_management(pack, tiny
     half = loader.load("tiny.safetensors", "(from checkpoint)", "cpu", "bf16")[0]
     assert again is first and half is not first and half.dtype == torch.bfloat16
     assert first.patcher.model.restorex is first.model and first.patcher.load_device == torch.device("cpu")
-    assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(), tiny.state_dict().values()))
+    weights = zip(first.model.state_dict().values(), tiny.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in weights)
     comfy.loads.clear()
     correct(pack, first, image())
     patchers, memory, full = comfy.loads[0]
     assert patchers == [first.patcher] and memory > 0 and full  # loaded (and memory freed) before running
+    before = type(loader).IS_CHANGED("tiny.safetensors", "(from checkpoint)", "auto", "auto")
     os.utime(comfy.models / "restorex" / "tiny.safetensors", ns=(1, 1))  # a changed file is loaded again
+    assert type(loader).IS_CHANGED("tiny.safetensors", "(from checkpoint)", "auto", "auto") != before
     assert loader.load("tiny.safetensors", "(from checkpoint)", "auto", "auto")[0] is not first
 
 
@@ -316,7 +359,8 @@ def test_rgba_keeps_its_alpha_untouched(pack, loaded):
     for out in (correct(pack, loaded, rgba, seed=2), staged(pack, loaded, rgba, seed=2),
                 correct(pack, loaded, rgba, seed=2, strength=0.5, mask=torch.rand(1, 20, 24), feather=3)):
         assert out.shape == rgba.shape and torch.equal(out[..., 3], rgba[..., 3])
-    torch.testing.assert_close(correct(pack, loaded, rgba, seed=2)[..., :3], correct(pack, loaded, rgba[..., :3], seed=2))
+    rgb = correct(pack, loaded, rgba[..., :3], seed=2)
+    torch.testing.assert_close(correct(pack, loaded, rgba, seed=2)[..., :3], rgb)
 
 
 # -- strength and mask -----------------------------------------------------------------------------------
@@ -336,7 +380,8 @@ def test_mask_corrects_only_inside_and_strength_blends(pack, loaded):
     out = correct(pack, loaded, img, seed=4, mask=mask)
     assert torch.equal(out[:, :, :24], full[:, :, :24]) and torch.equal(out[:, :, 24:], img[:, :, 24:])
     feathered = correct(pack, loaded, img, seed=4, mask=mask, feather=6)
-    edge = (feathered[:, :, 20:28] - img[:, :, 20:28]).abs() / (full[:, :, 20:28] - img[:, :, 20:28]).abs().clamp_min(1e-6)
+    band = slice(20, 28)
+    edge = (feathered[:, :, band] - img[:, :, band]).abs() / (full[:, :, band] - img[:, :, band]).abs().clamp_min(1e-6)
     assert 0.05 < float(edge.median()) < 0.95  # a soft edge, neither input nor correction
     assert torch.equal(feathered[:, :, 40:], img[:, :, 40:])  # far from the mask nothing changes
     half = correct(pack, loaded, img, seed=4, strength=0.5)
@@ -403,10 +448,10 @@ def test_blend_priors_at_0_and_1_equals_its_inputs(pack, loaded):
     (ref,) = node(pack, "RestoreXExtractCLIPPriors").extract(loaded, image(b=1), "reference")
     blend = node(pack, "RestoreXBlendPriors").blend
     at0, at1, mid = blend(photo, ref, 0.0)[0], blend(photo, ref, 1.0)[0], blend(photo, ref, 0.5)[0]
-    for a, b, m, r in zip(at0.vectors, photo.vectors, mid.vectors, ref.vectors):
+    for a, b, m, r in zip(at0.vectors, photo.vectors, mid.vectors, ref.vectors, strict=True):
         assert torch.equal(a, b)
         torch.testing.assert_close(m, (b + r.expand(3, -1)) / 2)
-    assert all(torch.equal(v, r.expand(3, -1)) for v, r in zip(at1.vectors, ref.vectors))
+    assert all(torch.equal(v, r.expand(3, -1)) for v, r in zip(at1.vectors, ref.vectors, strict=True))
     assert mid.stage == "blend" and at1.batch_size == 3
     out = node(pack, "RestoreXRestormerInject").inject(loaded, image(b=3), mid, 0, 32)[0]
     assert out.shape == (3, 40, 48, 3)

@@ -40,6 +40,7 @@ def test_lcdp_split_folders_pair_same_names(tmp_path):
     item = ds[0]
     assert item["input"].shape == (3, 16, 24) and item["input"].dtype == torch.float32
     assert item["name"] == "a1" and abs(float(item["target"].mean()) - 120 / 255) < 1e-6
+    assert [p.name for p in LCDPDataset(tmp_path, "train").pairs] == ["c3"]  # found once, not twice
 
 
 def test_lcdp_release_layout_with_subsets(tmp_path):
@@ -178,6 +179,10 @@ def test_exif_orientation_and_16_bit(tmp_path):
     img = load_image(tmp_path / "rot.jpg")
     assert img.shape == (3, 24, 16)
     assert img[:, :12].mean() > 0.9 and img[:, 12:].mean() < 0.1  # the white half is now on top
+    (tmp_path / "input").mkdir()
+    (tmp_path / "rot.jpg").rename(tmp_path / "input" / "rot.jpg")
+    save(tmp_path / "gt" / "rot.png", 120, size=(16, 24))  # the displayed size: no mismatch
+    assert PairedFolderDataset(tmp_path)[0]["input"].shape == (3, 24, 16)
     grey = np.full((8, 8), 30000, np.uint16)
     Image.fromarray(grey).save(tmp_path / "g16.png")
     assert torch.allclose(load_image(tmp_path / "g16.png"), torch.full((3, 8, 8), 30000 / 65535))

@@ -205,7 +205,10 @@ class LCDPDataset(PairedImageDataset):
         root = Path(root)
         split = _split_alias(split, {"train": "train", "training": "train", "valid": "valid", "val": "valid",
                                      "validation": "valid", "test": "test", "testing": "test"})
-        bases = [root] + sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else [root]
+        layout_names = {"train", "valid", "test", "input", "gt"}
+        subsets = sorted(d for d in root.iterdir() if d.is_dir() and d.name not in layout_names
+                         and not d.name.endswith(("-input", "-gt"))) if root.is_dir() else []
+        bases = [root, *subsets]  # subsets: the release's adobe5k/ and raise/
         tried, folders = [], []
         for base in bases:
             cands = [(base / split / "input", base / split / "gt")]
@@ -213,7 +216,7 @@ class LCDPDataset(PairedImageDataset):
                          else (base / f"{split}-input", base / f"{split}-gt"))
             for inp, gt in cands:
                 tried.append(str(inp))
-                if inp.is_dir() or gt.is_dir():
+                if (inp.is_dir() or gt.is_dir()) and (inp, gt) not in folders:
                     folders.append((inp, gt))
         if not folders:
             raise DatasetError(f"no LCDP {split} folders under {root}; looked for {short_list(tried)} "
@@ -250,11 +253,13 @@ class MSECDataset(PairedImageDataset):
         if odd:
             raise DatasetError(f"MSEC inputs must end in _N1.5, _N1, _0, _P1 or _P1.5; these do not: {short_list(odd)}")
         if lonely:
-            raise DatasetError(f"{len(lonely)} MSEC input(s) have no target <name>.jpg in {gt_dir}: {short_list(lonely)}")
+            raise DatasetError(f"{len(lonely)} MSEC input(s) have no target <name>.jpg in {gt_dir}: "
+                               + short_list(lonely))
         used = {p.target for p in pairs}
         unused = sorted(p for p in gts.values() if p not in used)
         if unused:
-            raise DatasetError(f"{len(unused)} MSEC target(s) in {gt_dir} have no input in {inp_dir}: {short_list(unused)}")
+            raise DatasetError(f"{len(unused)} MSEC target(s) in {gt_dir} have no input in {inp_dir}: "
+                               + short_list(unused))
         super().__init__(pairs, source=str(inp_dir), **kw)
 
 

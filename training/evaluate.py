@@ -171,8 +171,8 @@ def _resolve_baselines(baselines: Iterable[str | Baseline] | str | None) -> list
 
 
 def evaluate(model: nn.Module | None, dataset: Dataset, *, baselines: Iterable[str | Baseline] | str | None = None,
-             tile: int | None = None, seed: int = 0, limit: int | None = None, label: str = MODEL_LABEL,
-             dataset_name: str = "") -> EvalResult:
+             tile: int | None = None, overlap: int | None = None, seed: int = 0, limit: int | None = None,
+             label: str = MODEL_LABEL, dataset_name: str = "") -> EvalResult:
     """Score ``model`` (a RestoreX, or None) and the named baselines on every item of ``dataset``.
 
     Args:
@@ -181,6 +181,7 @@ def evaluate(model: nn.Module | None, dataset: Dataset, *, baselines: Iterable[s
         dataset: items ``dict(input, target, name, exposure)`` with (3, H, W) tensors in [0, 1].
         baselines: keys of :data:`training.baselines.BASELINES`, ``"all"``, or None.
         tile: tile size passed to ``model.correct`` (bounds memory on large images).
+        overlap: tile overlap; None uses min(32, tile // 4).
         limit: score only the first ``limit`` items.
     Returns:
         an :class:`EvalResult`; ``result.psnr`` / ``result.ssim`` are the model's means.
@@ -189,6 +190,7 @@ def evaluate(model: nn.Module | None, dataset: Dataset, *, baselines: Iterable[s
     if model is None and not methods:
         raise ValueError("nothing to evaluate: give a model or at least one baseline")
     n = len(dataset) if limit is None else min(limit, len(dataset))
+    kw = {} if tile is None else {"tile": tile, "overlap": min(32, tile // 4) if overlap is None else overlap}
     result = EvalResult(dataset=dataset_name)
     was_training = model.training if model is not None else False
     if model is not None:
@@ -200,7 +202,7 @@ def evaluate(model: nn.Module | None, dataset: Dataset, *, baselines: Iterable[s
             x, y = item["input"], item["target"]
             if model is not None:
                 with torch.inference_mode():
-                    out = model.correct(x[None].to(model.device, model.dtype), seed=seed, tile=tile)
+                    out = model.correct(x[None].to(model.device, model.dtype), seed=seed, **kw)
                 result.records.append(Record(label, item["name"], item["exposure"],
                                              *image_metrics(out[0].float().cpu(), y)))
             for b in methods:
@@ -231,6 +233,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--expert", default="c", help="MSEC: expert whose retouch is the target (default c)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--tile", type=int, help="tile size for the Restormer (memory bound)")
+    p.add_argument("--overlap", type=int, help="tile overlap in pixels (default min(32, tile / 4))")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/eval", help="folder for results.csv, summary.csv, summary.md")
     p.add_argument("--limit", type=int, help="score only the first N pairs")
@@ -266,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> EvalResult:
     elif not args.baselines:
         raise SystemExit("nothing to evaluate: pass --weights or keep --baselines")
     result = evaluate(model, dataset, baselines="all" if args.baselines else None, tile=args.tile,
-                      seed=args.seed, limit=args.limit, dataset_name=title)
+                      overlap=args.overlap, seed=args.seed, limit=args.limit, dataset_name=title)
     command = "python -m training.evaluate " + " ".join(argv if argv is not None else sys.argv[1:])
     paths = result.write(args.out, command=command)
     print(result.markdown(command))  # noqa: T201 - CLI output

@@ -40,6 +40,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch.utils.data import Dataset
 
+from .evaluate import exposure_order
+
 logger = logging.getLogger(__name__)
 
 PAPER_BLOCKS = (1, 3, 7, 11)
@@ -80,7 +82,10 @@ def _group_keys(dataset: Dataset) -> list[object]:
 
 
 def unpaired_sets(dataset: Dataset, limit: int) -> list[tuple[int, str]]:
-    """(item index, "normal" | "bad") choices: even groups give their GT, odd groups their inputs."""
+    """(item index, "normal" | "bad") choices: even groups give their GT, odd groups their inputs.
+
+    The two kinds are balanced (inputs drawn at random, seed 0, when odd groups hold several).
+    """
     groups: dict[object, list[int]] = {}
     for i, k in enumerate(_group_keys(dataset)):
         groups.setdefault(k, []).append(i)
@@ -90,7 +95,9 @@ def unpaired_sets(dataset: Dataset, limit: int) -> list[tuple[int, str]]:
             normal.append((idx[0], "normal"))
         else:
             bad += [(i, "bad") for i in idx]
-    half = max(1, limit // 2)
+    rng = np.random.default_rng(0)
+    bad = [bad[i] for i in sorted(rng.permutation(len(bad))[: len(normal)])] if len(bad) > len(normal) else bad
+    half = max(1, min(limit // 2, len(normal), len(bad)))  # balanced: 1-NN chance level is 0.5
     return normal[:half] + bad[:half]
 
 
@@ -135,7 +142,7 @@ def tsne(x: np.ndarray, *, perplexity: float = 30.0, iters: int = 750, seed: int
     p = _affinities(d2, min(perplexity, (n - 1) / 3.0))
     p = np.maximum((p + p.T) / (2.0 * n), 1e-12)
     y = pca(x, 2)
-    y = y / (y[:, 0].std() + 1e-12) * 1e-4 + np.random.default_rng(seed).normal(0, 1e-6, y.shape)
+    y = y / (y[:, 0].std() + 1e-12) * 1e-4 + np.random.default_rng(seed).normal(0, 1e-6, y.shape)  # break ties
     lr, gains, velocity = max(n / 12.0 / 4.0, 50.0), np.ones_like(y), np.zeros_like(y)
     for it in range(iters):
         exaggeration, momentum = (12.0, 0.5) if it < 250 else (1.0, 0.8)
@@ -144,8 +151,8 @@ def tsne(x: np.ndarray, *, perplexity: float = 30.0, iters: int = 750, seed: int
         q = np.maximum(num / num.sum(), 1e-12)
         pq = (exaggeration * p - q) * num
         grad = 4.0 * (pq.sum(1)[:, None] * y - pq @ y)
-        same = np.sign(grad) == np.sign(velocity)
-        gains = np.maximum(np.where(same, gains * 0.8, gains + 0.2), 0.01)
+        speed_up = velocity * grad < 0  # the step keeps going downhill: grow its gain
+        gains = np.maximum(np.where(speed_up, gains + 0.2, gains * 0.8), 0.01)
         velocity = momentum * velocity - lr * gains * grad
         y = y + velocity
         y = y - y.mean(0)
@@ -275,8 +282,6 @@ def figure6(clip: torch.nn.Module, dataset: Dataset, out_dir: str | Path, *, blo
 def figure7(clip: torch.nn.Module, dataset: Dataset, out_dir: str | Path, *, blocks: Sequence[int] | None = None,
             limit: int | None = None, token: str = "cls", reference: str = "EV+0") -> dict[str, dict[int, float]]:
     """Write figure7.png and figure7.csv; returns label -> block -> distance relative to ``reference``."""
-    from .evaluate import exposure_order
-
     blocks = tuple(blocks or default_blocks(clip_depth(clip)))
     keys = _group_keys(dataset)
     gt_cache: dict[object, list[np.ndarray]] = {}

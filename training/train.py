@@ -77,6 +77,7 @@ class TrainSection:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N (torchrun picks cuda:$LOCAL_RANK)
     bf16: bool = True  # bf16 autocast on CUDA; CPU runs stay fp32
+    threads: int = 0  # CPU threads for torch (0: torch's default)
     compile: bool = False  # torch.compile the training step (checkpoints are still the plain module's)
     resume: bool = True  # continue from out_dir/last.pt when it exists
     max_steps: int = 100_000  # optimiser steps of the whole run (the lr schedule spans them)
@@ -236,77 +237,69 @@ def procedural_photo(index: int, size: int = 96) -> torch.Tensor:
     return (0.15 + 0.7 * img + texture).clamp(0.0, 1.0)
 
 
-class TrainStream(Dataset):
-    """Item ``pos`` of an endless training stream, a pure function of (seed, pos): resumable anywhere and
-    independent of the number of workers.  Each epoch is a seeded permutation of the real pairs plus
-    ``n_syn`` synthetic renders; every item gets its own crop/flip/rot90 (and EV, noise) draws."""
+def exposed(photo: torch.Tensor, ev: float, rng: np.random.Generator | None = None, noise: bool = False) -> torch.Tensor:
+    """``photo`` re-exposed by ``ev`` stops through training.synthetic's camera model (log-uniform noise)."""
+    shot, read = ((float(np.exp(rng.uniform(*np.log(b)))) for b in ((1e-4, 2e-3), (5e-4, 5e-3))) if noise
+                  else (0.0, 0.0))
+    return torch.from_numpy(render_exposure(photo.permute(1, 2, 0).numpy(), ev, rng, shot=shot, read=read)).permute(2, 0, 1)
 
-    def __init__(self, d: DataSection, seed: int, real: Dataset | None, photos: list | None, n_photos: int) -> None:
-        self.d, self.seed, self.real, self.photos = d, seed, real, photos
+
+class TrainStream(Dataset):
+    """Item ``pos`` of an endless training stream is a pure function of (seed, pos): resumable at any step
+    and independent of the number of workers.  Each epoch is a seeded permutation of the real pairs and
+    ``n_syn`` synthetic renders; every item draws its own rescale, crop, flips, rot90 (and EV, noise).
+    Synthetic renders are made after cropping: rendering a 1200x800 photo whole costs 0.75 s on this CPU."""
+
+    def __init__(self, d: DataSection, seed: int, real: Dataset | None, photos: list[Path] | None,
+                 n_photos: int) -> None:
+        self.d, self.seed, self.real, self.photos, self.n_photos = d, seed, real, photos, n_photos
         self.n_real = len(real) if real is not None else 0
-        self.n_photos = n_photos
         r = d.synthetic_ratio
-        self.n_syn = n_photos if not self.n_real else (round(self.n_real * r / (1 - r)) if r < 1 else 0)
+        self.n_syn = n_photos if not self.n_real else (round(self.n_real * r / (1 - r)) if 0 < r < 1 else 0)
         self.epoch_len = self.n_real + self.n_syn
         if self.epoch_len == 0:
             raise ValueError("the training stream is empty: no pairs and no synthetic sources")
-        self._perm: tuple[int, np.ndarray] | None = None
+        self._perm: tuple[int, np.ndarray] = (-1, np.empty(0))
 
     def __len__(self) -> int:
         return 1 << 62
 
-    def _order(self, epoch: int) -> np.ndarray:
-        if self._perm is None or self._perm[0] != epoch:
-            self._perm = (epoch, np.random.default_rng([self.seed, epoch, 1]).permutation(self.epoch_len))
-        return self._perm[1]
-
-    def _geometry(self, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+    def _crop(self, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         lo, hi = self.d.resize_short
         if hi > 0:
             s = rng.uniform(lo, hi) / min(y.shape[-2:])
             size = (max(1, round(y.shape[-2] * s)), max(1, round(y.shape[-1] * s)))
             x, y = (F.interpolate(t[None], size=size, mode="bilinear", antialias=True)[0].clamp(0, 1) for t in (x, y))
-        g = torch.Generator().manual_seed(int(rng.integers(1 << 62)))
-        item = PairedTransform(self.d.crop, generator=g)({"input": x, "target": y, "name": ""})
+        crop = PairedTransform(self.d.crop, generator=torch.Generator().manual_seed(int(rng.integers(1 << 62))))
+        item = crop({"input": x, "target": y, "name": ""})
         return item["input"], item["target"]
 
     def __getitem__(self, pos: int) -> dict[str, torch.Tensor]:
         epoch, k = divmod(int(pos), self.epoch_len)
-        j = int(self._order(epoch)[k])
-        rng = np.random.default_rng([self.seed, int(pos), 2])
+        if self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, epoch, 1]).permutation(self.epoch_len))
+        j, rng = int(self._perm[1][k]), np.random.default_rng([self.seed, int(pos), 2])
         if j < self.n_real:
             item = self.real[j]
-            x, y = self._geometry(item["input"], item["target"], rng)
+            x, y = self._crop(item["input"], item["target"], rng)
             return {"input": x, "target": y}
         src = (j - self.n_real + epoch * self.n_syn) % self.n_photos
-        photo = self.photos[src] if self.photos is not None else procedural_photo(src)
-        _, y = self._geometry(*(2 * [load_image(photo) if self.photos is not None else photo]), rng)
+        photo = load_image(self.photos[src]) if self.photos is not None else procedural_photo(src)
+        _, y = self._crop(photo, photo, rng)
         lo, hi, m = *self.d.ev_range, self.d.min_abs_ev
-        u = rng.uniform(0.0, max(0.0, -m - lo) + max(0.0, hi - m))  # EV uniform over [lo, -m] U [m, hi]
-        ev = lo + u if u < max(0.0, -m - lo) else m + u - max(0.0, -m - lo)
-        shot, read = (float(np.exp(rng.uniform(*np.log(b)))) for b in ((1e-4, 2e-3), (5e-4, 5e-3)))
-        x = render_exposure(y.permute(1, 2, 0).numpy(), ev, rng, shot=shot if self.d.noise else 0.0,
-                            read=read if self.d.noise else 0.0)
-        return {"input": torch.from_numpy(x).permute(2, 0, 1).contiguous(), "target": y}
+        under = max(0.0, -m - lo)
+        u = rng.uniform(0.0, under + max(0.0, hi - m))  # EV uniform over [lo, -m] U [m, hi]
+        return {"input": exposed(y, lo + u if u < under else m + u - under, rng, self.d.noise), "target": y}
 
 
-class StepBatches:
-    """Batches of stream positions for steps [start, end): step s, rank r takes ((s * world + r) * B + j)."""
-
-    def __init__(self, start: int, end: int, batch: int, rank: int, world: int) -> None:
-        self.start, self.end, self.batch, self.rank, self.world = start, end, batch, rank, world
-
-    def __len__(self) -> int:
-        return max(0, self.end - self.start)
-
-    def __iter__(self):
-        for s in range(self.start, self.end):
-            base = (s * self.world + self.rank) * self.batch
-            yield list(range(base, base + self.batch))
+def step_batches(start: int, end: int, batch: int, rank: int, world: int):
+    """Stream positions of steps [start, end): step s on rank r takes ((s * world + r) * batch + j)."""
+    for s in range(start, end):
+        yield list(range((s * world + rank) * batch, (s * world + rank + 1) * batch))
 
 
 class Resized(Dataset):
-    """Validation pairs downscaled to a maximum long side (a faster proxy of the full-resolution score)."""
+    """Validation pairs downscaled to a maximum long side (a fast proxy of the full-resolution score)."""
 
     def __init__(self, ds: Any, max_side: int, limit: int) -> None:
         self.ds, self.max_side, self.n = ds, max_side, min(limit or len(ds), len(ds))
@@ -324,49 +317,37 @@ class Resized(Dataset):
         return item
 
 
-class ProceduralPairs(Dataset):
-    def __len__(self) -> int:
-        return 8
-
-    def __getitem__(self, i: int) -> dict:
-        y, ev = procedural_photo(10**6 + i // 2, 64), (-2.0, 1.5)[i % 2]
-        x = torch.from_numpy(render_exposure(y.permute(1, 2, 0).numpy(), ev)).permute(2, 0, 1)
-        return {"input": x, "target": y, "name": f"gen{i // 2}", "exposure": "under" if ev < 0 else "over"}
+def _scenes(entries: tuple[str, ...]) -> str | list[str] | None:
+    """A single ``*.txt`` entry is a scene-list file; otherwise scene ids or prefixes; () is None."""
+    if len(entries) == 1 and entries[0].endswith(".txt"):
+        return expand(entries[0])
+    return list(entries) or None
 
 
-def build_data(d: DataSection, seed: int) -> tuple[TrainStream, Dataset | None]:
-    """The training stream and the validation set of a config."""
+def build_data(d: DataSection, seed: int) -> tuple[TrainStream, Any]:
+    """The training stream and the validation set (None for kind = synthetic) of a config."""
     if d.kind == "procedural":
-        return TrainStream(d, seed, None, None, 64), ProceduralPairs()
-    root = expand(d.root)
-    one_file = len(d.scenes) == 1 and d.scenes[0].endswith(".txt")
-    scenes = expand(d.scenes[0]) if one_file else (list(d.scenes) or None)
-    val_scenes = [expand(s) for s in d.val_scenes] or None
-    kw: dict[str, Any] = {}
-    if d.kind == "stacks":
-        kw = {"scenes": scenes, "exclude": val_scenes, "pairs": d.pairs}
-    elif d.kind == "sice":
-        kw = {"scenes": scenes}
+        val = [{"input": exposed(procedural_photo(10**6 + i, 64), ev), "target": procedural_photo(10**6 + i, 64),
+                "name": f"generated{i}@{ev:+g}", "exposure": "under" if ev < 0 else "over"}
+               for i in range(4) for ev in (-2.0, 1.5)]
+        return TrainStream(d, seed, None, None, 64), val
+    root, scenes, held_out = expand(d.root), _scenes(d.scenes), _scenes(d.val_scenes)
+    kw = {"stacks": {"scenes": scenes, "exclude": held_out, "pairs": d.pairs}, "sice": {"scenes": scenes}}.get(d.kind, {})
     real = None if d.kind == "synthetic" or d.synthetic_ratio >= 1 else build_dataset(d.kind, root, d.train_split, **kw)
     photos = None
     if d.synthetic_ratio > 0 or d.kind == "synthetic":
         if d.synthetic_root or d.kind == "synthetic":
             photos = find_images(expand(d.synthetic_root or root))
         elif d.kind == "stacks":
-            photos = StackDataset(root, scenes=scenes, exclude=val_scenes).gt_files()
+            photos = StackDataset(root, scenes=scenes, exclude=held_out).gt_files()
         else:
             raise ValueError("data.synthetic_ratio > 0 needs data.synthetic_root (a folder of well-exposed photos)")
-    stream = TrainStream(d, seed, real, photos, len(photos) if photos else 0)
-    if d.kind == "stacks":
-        val = build_dataset("stacks", root, scenes=val_scenes, pairs=d.val_pairs) if val_scenes else None
-    elif d.kind == "sice":
-        val = build_dataset("sice", root, scenes=val_scenes[0] if val_scenes and len(val_scenes) == 1 and
-                            val_scenes[0].endswith(".txt") else val_scenes) if val_scenes else None
-    elif d.kind == "synthetic":
-        val = None
+    if d.kind in ("stacks", "sice"):  # validation = the held-out scenes
+        val = held_out and build_dataset(d.kind, root, scenes=held_out,
+                                         **({"pairs": d.val_pairs} if d.kind == "stacks" else {}))
     else:
-        val = build_dataset(d.kind, root, d.val_split)
-    return stream, val
+        val = None if d.kind == "synthetic" else build_dataset(d.kind, root, d.val_split)
+    return TrainStream(d, seed, real, photos, len(photos or ())), val
 
 
 # ------------------------------------------------------------------------------------------- model
@@ -382,11 +363,13 @@ def build_model(cfg: TrainConfig, *, fresh: bool = True) -> tuple[RestoreX, tupl
     """
     mcfg = model_config(cfg.model)
     clip = None
-    if not mcfg.clip.trainable and cfg.train.clip_weights != "random":
-        if not os.path.expandvars(cfg.train.clip_weights).strip("$"):
-            raise MissingWeightsError("this config uses a frozen CLIP ViT-B/32: set RESTOREX_CLIP or pass "
-                                      "--train.clip_weights=FILE (e.g. open_clip ViT-B-32-quickgelu openai weights)")
-        clip = load_clip(expand(cfg.train.clip_weights), config=mcfg.clip)
+    if not mcfg.clip.trainable and cfg.train.clip_weights != "random":  # "random": untrained, smoke tests only
+        source = os.path.expandvars(cfg.train.clip_weights)
+        if not source or "$" in source:
+            raise MissingWeightsError("this config uses the frozen CLIP ViT-B/32 of the paper: set RESTOREX_CLIP or "
+                                      "pass --train.clip_weights=FILE (open_clip ViT-B-32-quickgelu openai weights, "
+                                      "OpenAI's ViT-B-32.pt or HF openai/clip-vit-base-patch32)")
+        clip = load_clip(source, config=mcfg.clip)
     model = RestoreX(mcfg, clip=clip)
     stage = cfg.train.stage
     if stage == 2 and fresh:
@@ -394,10 +377,9 @@ def build_model(cfg: TrainConfig, *, fresh: bool = True) -> tuple[RestoreX, tupl
             raise ValueError("stage 2 starts from a stage-1 export: set train.init_from (e.g. "
                              "runs/lcdp_stage1/restorex.safetensors)")
         path = expand(cfg.train.init_from)
-        header = json.loads(read_header(path)["config"])
-        mine = mcfg.to_dict()
+        theirs, mine = RestoreXConfig.from_dict(json.loads(read_header(path)["config"])).to_dict(), mcfg.to_dict()
         diff = [f"{s}.{k}" for s in ("clip", "pem", "restormer") for k in mine[s]
-                if k != "checkpointing" and header[s][k] != mine[s][k] and not (s == "clip" and k == "trainable")]
+                if theirs[s][k] != mine[s][k] and k not in ("checkpointing", "trainable")]
         if diff:
             raise ValueError(f"{path} was trained with a different model ({', '.join(diff)} differ): give stage 2 "
                              "the [model] section of its stage-1 config")
@@ -536,20 +518,25 @@ class RunLog:
                 self.tb.add_scalar(key, value, row["step"])
 
 
+def setup_distributed(t: TrainSection) -> tuple[bool, int, int, torch.device]:
+    """(ddp, rank, world_size, device): torchrun sets RANK / LOCAL_RANK / WORLD_SIZE, one process per GPU."""
+    if int(os.environ.get("RANK", -1)) == -1:
+        return False, 0, 1, torch.device(("cuda" if torch.cuda.is_available() else "cpu") if t.device == "auto"
+                                         else t.device)
+    init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    device = torch.device(f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return True, int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), device
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) the configured stage; returns the step reached, the logged rows and the export path."""
     t = cfg.train
-    ddp = int(os.environ.get("RANK", -1)) != -1
-    if ddp:
-        init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        device = torch.device(f"cuda:{os.environ['LOCAL_RANK']}" if torch.cuda.is_available() else "cpu")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-    else:
-        rank, world = 0, 1
-        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if t.device == "auto" else t.device)
+    ddp, rank, world, device = setup_distributed(t)
     master = rank == 0
+    if t.threads:
+        torch.set_num_threads(t.threads)
     out = Path(expand(t.out_dir))
     out.mkdir(parents=True, exist_ok=True)
     last = out / "last.pt"
@@ -574,7 +561,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     stream, val = build_data(cfg.data, t.seed)
     val = Resized(val, t.val_max_side, t.val_limit) if val is not None else None
     end = min(t.max_steps, step + t.stop_after) if t.stop_after else t.max_steps
-    loader = DataLoader(stream, batch_sampler=StepBatches(step, end, cfg.data.batch_size, rank, world),
+    loader = DataLoader(stream, batch_sampler=step_batches(step, end, cfg.data.batch_size, rank, world),
                         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if t.bf16 and device.type == "cuda" else nullcontext()
     runlog = RunLog(out, step) if master else None
@@ -602,7 +589,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         step, n_log = step + 1, n_log + 1
         pbar.update(1)
         if master and (step % t.log_every == 0 or step == end):
-            row = {"step": step, "lr": lr, **{k: float(v) for k, v in terms.items()},
+            row = {"step": step, "lr": lr, **{k: float(v.detach()) for k, v in terms.items()},
                    "grad_norm": float(grad_norm), "sec_per_it": (time.time() - t_log) / n_log}
             history.append(row)
             runlog.write(row)

@@ -1,0 +1,194 @@
+"""The training package on tiny configs (CPU): both stages end to end, exact resume, losses, stage-2 setup."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from restorex_core import RestoreX, RestoreXConfig, load_checkpoint, save_checkpoint
+from restorex_core.arch.clip_vit import ClipVisionConfig
+from training.losses import LossWeights, Objective, sap_loss
+from training.train import (TrainStream, build_model, load_config, model_config, procedural_photo, set_train_mode,
+                            train)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+TINY = """
+[model]
+preset = "tiny"
+[train]
+stage = {stage}
+out_dir = "{out}"
+init_from = "{init}"
+max_steps = {steps}
+lr = 2e-3
+grad_clip = 0.0
+ema_decay = 0.9
+log_every = 1
+val_every = 0
+ckpt_every = 2
+[data]
+kind = "{kind}"
+root = "{root}"
+crop = 32
+batch_size = 2
+num_workers = 0
+"""
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run 20x faster on one thread when the CPU is shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_config(tmp_path: Path, *, stage: int = 1, steps: int = 4, kind: str = "procedural", root: str = "",
+                init: str = "", name: str = "run", overrides: tuple[str, ...] = ()):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(TINY.format(stage=stage, out=(tmp_path / name).as_posix(), init=init, steps=steps,
+                                kind=kind, root=root))
+    return load_config(path, list(overrides))
+
+
+def write_pairs(root: Path, n: int = 6) -> Path:
+    """Generated well-exposed photos (gt/) and darkened or brightened copies of them (input/), as PNGs."""
+    for sub in ("input", "gt"):
+        (root / sub).mkdir(parents=True)
+    for i in range(n):
+        gt = procedural_photo(i, 48).permute(1, 2, 0).numpy()
+        lq = gt**2.2 * 0.6 if i % 2 else 1 - (1 - gt) ** 2.5
+        for sub, img in (("input", lq), ("gt", gt)):
+            Image.fromarray(np.round(img * 255).astype(np.uint8)).save(root / sub / f"{i:02d}.png")
+    return root
+
+
+def test_overrides_and_inheritance_parse(tmp_path):
+    (tmp_path / "base.toml").write_text('[train]\nlr = 1e-3\nmax_steps = 10\n[data]\nkind = "stacks"\n'
+                                        '[model]\npreset = "tiny"\n')
+    (tmp_path / "child.toml").write_text('inherit = "base.toml"\n[train]\nstage = 2\n')
+    cfg = load_config(tmp_path / "child.toml", ["--train.lr=1e-4", "--model.restormer.dim=16", "--data.root=/x/y",
+                                                "--data.val_scenes=[\"a/b\", \"c\"]", "--train.bf16=false",
+                                                "--model.clip.taps=[1,2]", "--model.pem.num_priors=2",
+                                                "--model.ffedm.num_priors=2", "--model.restormer.num_priors=2"])
+    assert cfg.train.stage == 2 and cfg.train.max_steps == 10 and cfg.train.lr == 1e-4
+    assert cfg.data.root == "/x/y" and cfg.data.val_scenes == ("a/b", "c") and cfg.train.bf16 is False
+    mcfg = model_config(cfg.model)
+    assert mcfg.restormer.dim == 16 and mcfg.clip.taps == (1, 2) and mcfg.clip.width == 32  # rest of "tiny"
+    with pytest.raises(ValueError, match="unknown keys"):
+        load_config(tmp_path / "child.toml", ["--train.learning_rate=1"])
+    with pytest.raises(ValueError, match="--section.key=value"):
+        load_config(tmp_path / "child.toml", ["--train.lr", "1e-4"])
+    with pytest.raises(ValueError, match="should be a int"):
+        load_config(tmp_path / "child.toml", ["--train.max_steps=many"])
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_config_builds(path):
+    cfg = load_config(path)
+    mcfg = model_config(cfg.model)
+    if cfg.train.stage == 2:
+        assert cfg.train.init_from, "a stage-2 recipe names its stage-1 export"
+    if path.name.startswith("default_"):
+        assert mcfg.clip.trainable and "${RESTOREX_DATA}" in cfg.data.root  # no CLIP file, no hard-coded path
+        assert cfg.data.val_scenes and (cfg.train.stage == 1 or cfg.train.export_dtype == "float16")
+        n_params = sum(p.numel() for p in RestoreX(mcfg).state_dict().values())
+        assert 2 * n_params < 30e6, "the bundled fp16 weights must stay under 30 MB"
+
+
+def test_sap_loss_reaches_the_image_and_not_a_frozen_clip():
+    cfg = RestoreXConfig.tiny()
+    frozen = RestoreX(cfg.replace(clip={"trainable": False}))
+    out = torch.rand(2, 3, 40, 40, requires_grad=True)
+    gt = torch.rand(2, 3, 40, 40)
+    for tokens in ("prior", "all"):
+        out.grad = None
+        loss = sap_loss(frozen.clip, out, gt, tokens=tokens)
+        loss.backward()
+        assert loss.item() > 0 and out.grad.abs().sum() > 0
+        assert all(p.grad is None for p in frozen.clip.parameters())
+    assert sap_loss(frozen.clip, gt, gt).item() == 0.0
+    trainable = RestoreX(cfg)  # a trained encoder gets no L_SAP gradient unless asked (feature collapse)
+    sap_loss(trainable.clip, out, gt).backward()
+    assert all(p.grad is None for p in trainable.clip.parameters())
+    sap_loss(trainable.clip, out, gt, encoder_grad=True).backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainable.clip.parameters())
+
+
+def test_stage2_copies_pem_s1_and_freezes_the_teacher(tmp_path):
+    stage1 = RestoreX(RestoreXConfig.tiny())
+    with torch.no_grad():
+        for p in stage1.pem_reference.parameters():
+            p.add_(torch.randn_like(p))
+    init = save_checkpoint(stage1, tmp_path / "s1.safetensors")
+    cfg = tiny_config(tmp_path, stage=2, init=init.as_posix())
+    model, trained = build_model(cfg)
+    assert set(trained) == {"pem_input", "ffedm", "restormer"}
+    for name, p in model.pem_input.state_dict().items():
+        assert torch.equal(p, stage1.pem_reference.state_dict()[name])
+        assert torch.equal(p, model.pem_reference.state_dict()[name])
+    assert torch.equal(model.restormer.output.weight, stage1.restormer.output.weight)
+    set_train_mode(model, trained)
+    assert not model.clip.training and not model.pem_reference.training and model.restormer.training
+    objective = Objective(model, stage=2, weights=LossWeights())
+    terms = objective(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))
+    terms["loss"].backward()
+    assert {"prior", "l1", "sap", "loss"} <= set(terms)
+    assert all(p.grad is None for m in (model.clip, model.pem_reference) for p in m.parameters())
+    assert all(p.grad is not None for m in (model.pem_input, model.ffedm) for p in m.parameters())
+    warm = Objective(model, stage=2, weights=LossWeights())(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32),
+                                                          diffusion_only=True)
+    assert set(warm) == {"prior", "loss"}
+
+
+def test_two_stages_end_to_end_lower_the_loss_and_export(tmp_path):
+    root = write_pairs(tmp_path / "pairs")
+    r1 = train(tiny_config(tmp_path, steps=60, kind="pairs", root=root.as_posix(), name="s1",
+                           overrides=("--train.export_dtype=\"float16\"",)))
+    losses = [row["l1"] for row in r1["history"]]
+    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10]), losses
+    assert r1["export"] is not None and r1["val"]["val_psnr"] > 0
+    m1 = load_checkpoint(r1["export"])
+    assert m1.restormer.output.weight.dtype == torch.float32  # stored fp16, loaded fp32
+    r2 = train(tiny_config(tmp_path, stage=2, steps=12, kind="pairs", root=root.as_posix(), name="s2",
+                           init=r1["export"].as_posix()))
+    priors = [row["prior"] for row in r2["history"]]
+    assert np.mean(priors[-4:]) < np.mean(priors[:4]), priors
+    m2 = load_checkpoint(r2["export"])
+    assert torch.equal(m2.pem_reference.heads[0].mlp[0].weight, m1.pem_reference.heads[0].mlp[0].weight)
+    with torch.inference_mode():
+        y = m2.correct(torch.rand(1, 3, 30, 44))
+    assert y.shape == (1, 3, 30, 44)
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    init = save_checkpoint(RestoreX(RestoreXConfig.tiny()), tmp_path / "s1.safetensors").as_posix()
+    full = train(tiny_config(tmp_path, stage=2, steps=6, init=init, name="full"))
+    part = train(tiny_config(tmp_path, stage=2, steps=6, init=init, name="cut", overrides=("--train.stop_after=3",)))
+    assert part["step"] == 3 and part["export"] is None and (tmp_path / "cut" / "last.pt").is_file()
+    rest = train(tiny_config(tmp_path, stage=2, steps=6, init=init, name="cut",
+                             overrides=("--data.num_workers=1",)))  # workers must not change the data
+    assert [row["step"] for row in rest["history"]] == [4, 5, 6]
+    for a, b in ((full["model"], rest["model"]), (full["ema"], rest["ema"])):
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert torch.allclose(sa[k], sb[k], atol=1e-6, rtol=0), k
+    assert [r["loss"] for r in full["history"][3:]] == pytest.approx([r["loss"] for r in rest["history"]], abs=1e-6)
+    with open(tmp_path / "cut" / "log.csv", newline="") as f:
+        logged = [int(r["step"]) for r in csv.DictReader(f) if r["loss"]]
+    assert logged == [1, 2, 3, 4, 5, 6]  # the resumed run rewinds the log: no step twice
+
+
+def test_stream_items_depend_only_on_seed_and_position():
+    cfg = load_config(CONFIGS / "demo.toml", ["--data.kind=\"procedural\"", "--data.crop=32"])
+    a, b = TrainStream(cfg.data, 0, None, None, 16), TrainStream(cfg.data, 0, None, None, 16)
+    x = b[17]
+    _ = a[3], a[40]
+    assert torch.equal(a[17]["input"], x["input"]) and torch.equal(a[17]["target"], x["target"])
+    assert x["input"].shape == (3, 32, 32) and not torch.equal(a[18]["target"], x["target"])
+    assert not torch.equal(TrainStream(cfg.data, 1, None, None, 16)[17]["input"], x["input"])
