@@ -8,11 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from restorex_core import RestoreX, RestoreXConfig, load_checkpoint, save_checkpoint
-from restorex_core.arch.clip_vit import ClipVisionConfig
+from restorex_core import MissingWeightsError, RestoreX, RestoreXConfig, load_checkpoint, save_checkpoint
 from training.losses import LossWeights, Objective, sap_loss
-from training.train import (TrainStream, build_model, load_config, model_config, procedural_photo, set_train_mode,
-                            train)
+from training.train import (TrainStream, build_model, load_config, main, model_config, procedural_photo,
+                            set_train_mode, train)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
 TINY = """
@@ -56,14 +55,15 @@ def tiny_config(tmp_path: Path, *, stage: int = 1, steps: int = 4, kind: str = "
 
 
 def write_pairs(root: Path, n: int = 6) -> Path:
-    """Generated well-exposed photos (gt/) and darkened or brightened copies of them (input/), as PNGs."""
-    for sub in ("input", "gt"):
-        (root / sub).mkdir(parents=True)
-    for i in range(n):
+    """Generated well-exposed photos (gt/) and darkened or brightened copies (input/) as PNGs, in the
+    generic paired layout: n training pairs under train/, two validation pairs under valid/."""
+    for i in range(n + 2):
+        split = "train" if i < n else "valid"
         gt = procedural_photo(i, 48).permute(1, 2, 0).numpy()
         lq = gt**2.2 * 0.6 if i % 2 else 1 - (1 - gt) ** 2.5
         for sub, img in (("input", lq), ("gt", gt)):
-            Image.fromarray(np.round(img * 255).astype(np.uint8)).save(root / sub / f"{i:02d}.png")
+            (root / split / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.round(img * 255).astype(np.uint8)).save(root / split / sub / f"{i:02d}.png")
     return root
 
 
@@ -145,6 +145,45 @@ def test_stage2_copies_pem_s1_and_freezes_the_teacher(tmp_path):
     assert set(warm) == {"prior", "loss"}
 
 
+def test_eps_objective_trains_the_denoisers_with_the_core_scheduler():
+    model = RestoreX(RestoreXConfig.tiny().replace(ffedm={"objective": "eps"}))
+    model.requires_grad_(False)
+    model.ffedm.requires_grad_(True)
+    terms = Objective(model, stage=2, weights=LossWeights(sap=0.0))(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))
+    assert {"eps", "prior", "l1", "loss"} == set(terms) and model.scheduler.prediction_type == "epsilon"
+    terms["loss"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.ffedm.parameters())
+
+
+def test_a_kill_while_checkpointing_leaves_the_previous_state(tmp_path, monkeypatch):
+    cfg = tiny_config(tmp_path, steps=8, name="k", overrides=("--train.stop_after=2",))
+    train(cfg)
+
+    def dying_save(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    monkeypatch.undo()
+    assert [p.name for p in (tmp_path / "k").iterdir() if p.name.endswith(".tmp")] == []
+    assert torch.load(tmp_path / "k" / "last.pt", weights_only=True)["step"] == 2
+    assert train(cfg)["history"][0]["step"] == 3
+
+
+def test_a_frozen_clip_is_neither_trained_nor_checkpointed(tmp_path):
+    frozen = ("--model.clip.trainable=false", "--train.clip_weights=random")
+    first = train(tiny_config(tmp_path, steps=2, name="f", overrides=(*frozen, "--train.stop_after=1")))
+    before = {k: v.clone() for k, v in first["model"].clip.state_dict().items()}
+    state = torch.load(tmp_path / "f" / "last.pt", weights_only=True)
+    assert not any(k.startswith("clip.") for k in state["model"]) and state["step"] == 1
+    second = train(tiny_config(tmp_path, steps=2, name="f", overrides=frozen))  # resumes without the CLIP
+    assert second["step"] == 2 and all(torch.equal(v, before[k]) for k, v in second["model"].clip.state_dict().items())
+    with pytest.raises(MissingWeightsError, match="CLIP"):
+        load_checkpoint(second["export"])  # the export needs the CLIP file, as the paper's model does
+
+
 def test_two_stages_end_to_end_lower_the_loss_and_export(tmp_path):
     root = write_pairs(tmp_path / "pairs")
     r1 = train(tiny_config(tmp_path, steps=60, kind="pairs", root=root.as_posix(), name="s1",
@@ -167,11 +206,13 @@ def test_two_stages_end_to_end_lower_the_loss_and_export(tmp_path):
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     init = save_checkpoint(RestoreX(RestoreXConfig.tiny()), tmp_path / "s1.safetensors").as_posix()
-    full = train(tiny_config(tmp_path, stage=2, steps=6, init=init, name="full"))
-    part = train(tiny_config(tmp_path, stage=2, steps=6, init=init, name="cut", overrides=("--train.stop_after=3",)))
+    ckpt = "--model.restormer.checkpointing=true"  # activation checkpointing must not change the result
+    full = train(tiny_config(tmp_path, stage=2, steps=6, init=init, name="full", overrides=(ckpt,)))
+    part = train(tiny_config(tmp_path, stage=2, steps=6, init=init, name="cut",
+                             overrides=(ckpt, "--train.stop_after=3")))
     assert part["step"] == 3 and part["export"] is None and (tmp_path / "cut" / "last.pt").is_file()
     rest = train(tiny_config(tmp_path, stage=2, steps=6, init=init, name="cut",
-                             overrides=("--data.num_workers=1",)))  # workers must not change the data
+                             overrides=(ckpt, "--data.num_workers=1")))  # workers must not change the data
     assert [row["step"] for row in rest["history"]] == [4, 5, 6]
     for a, b in ((full["model"], rest["model"]), (full["ema"], rest["ema"])):
         sa, sb = a.state_dict(), b.state_dict()
@@ -192,3 +233,11 @@ def test_stream_items_depend_only_on_seed_and_position():
     assert torch.equal(a[17]["input"], x["input"]) and torch.equal(a[17]["target"], x["target"])
     assert x["input"].shape == (3, 32, 32) and not torch.equal(a[18]["target"], x["target"])
     assert not torch.equal(TrainStream(cfg.data, 1, None, None, 16)[17]["input"], x["input"])
+
+
+def test_cli_runs_the_demo_config(tmp_path, capsys):
+    out = tmp_path / "demo"
+    main(["--config", str(CONFIGS / "demo.toml"), f"--train.out_dir={out.as_posix()}", "--train.max_steps=2",
+          "--data.crop=32", "--train.threads=1"])
+    assert f"weights: {out / 'restorex.safetensors'}" in capsys.readouterr().out
+    assert load_checkpoint(out / "restorex.safetensors").config == RestoreXConfig.tiny()

@@ -8,14 +8,16 @@ training/configs/ (a file may ``inherit = "other.toml"``); ``--section.key=value
 ``${VAR}`` in paths expands from the environment (``RESTOREX_DATA``: the data folder; ``RESTOREX_CLIP``:
 the frozen CLIP ViT-B/32 file of the paper configs).
 
-Single process (CPU or one GPU):
-    python -m training.train --config training/configs/lcdp_stage1.toml --data.root=/data/LCDP
-    python -m training.train --config training/configs/lcdp_stage2.toml --data.root=/data/LCDP
+A one-minute smoke run on generated images (CPU, no data needed):
+    python -m training.train --config training/configs/demo.toml
+Single process (CPU or one GPU), the paper's recipe on LCDP:
+    python -m training.train --config training/configs/lcdp_stage1.toml --data.root=/data/LCDP --train.clip_weights=CLIP
+    python -m training.train --config training/configs/lcdp_stage2.toml --data.root=/data/LCDP --train.clip_weights=CLIP
 One node, 8 GPUs (DistributedDataParallel; data.batch_size is per GPU):
     torchrun --standalone --nproc_per_node=8 -m training.train --config training/configs/msec_stage1.toml
-Two nodes:
+Two nodes, 8 GPUs each (node_rank=1 on the second):
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=HOST --master_port=29500 \
-        -m training.train --config training/configs/msec_stage1.toml        (node_rank=1 on the other)
+        -m training.train --config training/configs/msec_stage1.toml
 The bundled default weights (CPU, about an hour in all):
     RESTOREX_DATA=/work/shared/data python -m training.train --config training/configs/default_stage1.toml
     RESTOREX_DATA=/work/shared/data python -m training.train --config training/configs/default_stage2.toml
@@ -38,7 +40,6 @@ import os
 import random
 import sys
 import time
-import tomllib
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,11 @@ from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
+    import tomli as tomllib
 
 from restorex_core import MissingWeightsError, RestoreX, RestoreXConfig, load_clip, read_header, save_checkpoint
 
@@ -144,10 +150,12 @@ class TrainConfig:
                   (d.crop % 8 == 0, f"data.crop {d.crop} must be a multiple of 8 (three 2x downsamplings)"),
                   (0.0 <= d.synthetic_ratio <= 1.0, "data.synthetic_ratio must be in [0, 1]"),
                   (t.schedule in ("cosine", "constant"), "train.schedule must be cosine or constant"),
-                  (t.export_dtype in EXPORT_DTYPES, f"train.export_dtype must be one of {list(EXPORT_DTYPES)}")]
+                  (t.export_dtype in EXPORT_DTYPES, f"train.export_dtype must be one of {list(EXPORT_DTYPES)}"),
+                  (cfg.loss.sap_tokens in ("prior", "all"), "loss.sap_tokens must be prior or all")]
         errors = [msg for ok, msg in checks if not ok]
         if errors:
             raise ValueError("bad training config: " + "; ".join(errors))
+        model_config(cfg.model)  # a bad [model] fails here, before any data is read
         return cfg
 
 
@@ -345,8 +353,10 @@ def build_data(d: DataSection, seed: int) -> tuple[TrainStream, Any]:
     if d.kind in ("stacks", "sice"):  # validation = the held-out scenes
         val = held_out and build_dataset(d.kind, root, scenes=held_out,
                                          **({"pairs": d.val_pairs} if d.kind == "stacks" else {}))
+    elif d.kind == "synthetic" or (d.kind == "pairs" and not (Path(root) / d.val_split).is_dir()):
+        val = None  # never validate on the training pairs
     else:
-        val = None if d.kind == "synthetic" else build_dataset(d.kind, root, d.val_split)
+        val = build_dataset(d.kind, root, d.val_split)
     return TrainStream(d, seed, real, photos, len(photos or ())), val
 
 
@@ -623,11 +633,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train CLIP-RestoreX (see the module docstring).", allow_abbrev=False,
+    parser = argparse.ArgumentParser(prog="python -m training.train", allow_abbrev=False,
+                                     description="Train CLIP-RestoreX, one stage per run (see training/train.py).",
                                      epilog="Any config key can be overridden: --train.lr=1e-4 --data.root=DIR ...")
     parser.add_argument("--config", required=True, help="a TOML file, e.g. training/configs/lcdp_stage1.toml")
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("training.evaluate").setLevel(logging.WARNING)  # one line per validation is enough
     result = train(load_config(args.config, overrides))
     if result["export"] is not None:
         print(f"weights: {result['export']}")
