@@ -32,7 +32,10 @@ from .model import RestoreX
 logger = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "restorex-default.safetensors"
-TRAIN_COMMAND = "python -m training.train --config training/configs/default.toml"
+TRAIN_COMMAND = (
+    "RESTOREX_DATA=DATA python -m training.train --config training/configs/default_stage1.toml, then the same "
+    "with default_stage2.toml, then copy runs/default_stage2/restorex-default.safetensors to weights/"
+)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SUBMODULES = ("clip", "pem_reference", "pem_input", "ffedm", "restormer")
 _HEADER_KEYS = {"format", "format_version", "config", "clip_stored"}
