@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import logging
 import math
@@ -41,323 +40,27 @@ import random
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
-    import tomli as tomllib
-
 from restorex_core import MissingWeightsError, RestoreX, RestoreXConfig, load_clip, read_header, save_checkpoint
 
-from .data import DATASETS, PairedTransform, StackDataset, build_dataset, load_image, render_exposure
+from .config import EXPORT_DTYPES, KINDS, TrainConfig, TrainSection, expand, load_config, model_config  # noqa: F401
 from .ema import EMA
 from .evaluate import evaluate
-from .losses import LossWeights, Objective
+from .losses import Objective
 from .metrics import image_metrics
-from .synthetic import find_images
+from .stream import Resized, TrainStream, build_data, exposed, procedural_photo, step_batches  # noqa: F401
 
 logger = logging.getLogger("training.train")
-EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-KINDS = (*DATASETS, "procedural")  # procedural: generated stand-in photos + synthetic exposure (demo, tests)
-
-
-# ------------------------------------------------------------------------------------------ config
-@dataclass(frozen=True)
-class TrainSection:
-    stage: int = 1
-    out_dir: str = "runs/restorex"
-    init_from: str = ""  # stage 2: the stage-1 export (.safetensors)
-    clip_weights: str = "${RESTOREX_CLIP}"  # frozen CLIP file when clip.trainable = false; "random": untrained
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N (torchrun picks cuda:$LOCAL_RANK)
-    bf16: bool = True  # bf16 autocast on CUDA; CPU runs stay fp32
-    threads: int = 0  # CPU threads for torch (0: torch's default)
-    compile: bool = False  # torch.compile the training step (checkpoints are still the plain module's)
-    resume: bool = True  # continue from out_dir/last.pt when it exists
-    max_steps: int = 100_000  # optimiser steps of the whole run (the lr schedule spans them)
-    stop_after: int = 0  # leave, checkpointed, after this many steps in this process (0: run to the end)
-    lr: float = 2e-4
-    min_lr: float = 1e-6  # cosine floor
-    betas: tuple[float, float] = (0.9, 0.99)
-    weight_decay: float = 0.0
-    schedule: str = "cosine"  # cosine | constant
-    warmup_steps: int = 0  # linear lr warm-up
-    diffusion_warmup_iters: int = 0  # stage 2: first train only FFEDM + PEM-S2 on L_p (DiffIR deblur: 100k)
-    grad_clip: float = 0.01  # max global grad norm (Restormer: 0.01); 0 disables
-    ema_decay: float = 0.999
-    log_every: int = 50
-    val_every: int = 2000  # 0 disables (the end of the run is always validated)
-    val_limit: int = 0  # validate on the first N pairs only (0: all)
-    val_max_side: int = 0  # downscale validation pairs to this long side (0: full resolution)
-    ckpt_every: int = 500
-    export_name: str = "restorex.safetensors"
-    export_dtype: str = "float32"  # float32 | float16 | bfloat16 (smaller files)
-
-
-@dataclass(frozen=True)
-class DataSection:
-    kind: str = "lcdp"  # one of KINDS
-    root: str = "${RESTOREX_DATA}"
-    train_split: str = "train"
-    val_split: str = "valid"
-    scenes: tuple[str, ...] = ()  # stacks: training scenes or sources (default all); sice: ids or a list file
-    val_scenes: tuple[str, ...] = ()  # stacks: held out of training and validated on; sice: validation scenes
-    pairs: str = "all"  # stacks training pairs: all (every non-GT frame) | rule (the README's under/over)
-    val_pairs: str = "rule"
-    synthetic_ratio: float = 0.0  # share of training items rendered by the synthetic exposure model
-    synthetic_root: str = ""  # well-exposed photos for it; "" = the GT frames of the training scenes (stacks)
-    ev_range: tuple[float, float] = (-3.0, 2.5)
-    min_abs_ev: float = 0.5
-    noise: bool = True  # Poisson-Gaussian sensor noise in synthetic renders
-    crop: int = 224
-    batch_size: int = 4  # per process
-    resize_short: tuple[int, int] = (0, 0)  # random rescale of the short side into [lo, hi] before cropping
-    num_workers: int = 2
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    train: TrainSection = field(default_factory=TrainSection)
-    data: DataSection = field(default_factory=DataSection)
-    loss: LossWeights = field(default_factory=LossWeights)
-    model: dict[str, Any] = field(default_factory=lambda: {"preset": "paper"})  # RestoreXConfig dict + preset
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
-        known = {"train": TrainSection, "data": DataSection, "loss": LossWeights}
-        if set(raw) - {*known, "model"}:
-            raise ValueError(f"unknown config sections {sorted(set(raw) - {*known, 'model'})}; use "
-                             "[train], [data], [loss], [model]")
-        cfg = cls(**{k: _section(c, raw.get(k, {}), k) for k, c in known.items()}, model=raw.get("model", {}))
-        t, d = cfg.train, cfg.data
-        checks = [(t.stage in (1, 2), f"train.stage must be 1 or 2, not {t.stage}"),
-                  (d.kind in KINDS, f"data.kind {d.kind!r} is not one of {', '.join(KINDS)}"),
-                  (d.crop % 8 == 0, f"data.crop {d.crop} must be a multiple of 8 (three 2x downsamplings)"),
-                  (0.0 <= d.synthetic_ratio <= 1.0, "data.synthetic_ratio must be in [0, 1]"),
-                  (t.schedule in ("cosine", "constant"), "train.schedule must be cosine or constant"),
-                  (t.export_dtype in EXPORT_DTYPES, f"train.export_dtype must be one of {list(EXPORT_DTYPES)}"),
-                  (cfg.loss.sap_tokens in ("prior", "all"), "loss.sap_tokens must be prior or all")]
-        errors = [msg for ok, msg in checks if not ok]
-        if errors:
-            raise ValueError("bad training config: " + "; ".join(errors))
-        model_config(cfg.model)  # a bad [model] fails here, before any data is read
-        return cfg
-
-
-def _section(cls: type, values: dict[str, Any], name: str) -> Any:
-    defaults = cls()
-    names = [f.name for f in dataclasses.fields(cls)]
-    if set(values) - set(names):
-        raise ValueError(f"unknown keys {sorted(set(values) - set(names))} in [{name}]; valid keys: {names}")
-    kw = {}
-    for key, value in values.items():
-        default = getattr(defaults, key)
-        if isinstance(default, tuple):
-            value = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-        elif isinstance(default, bool) != isinstance(value, bool) or (
-                isinstance(default, (int, float)) and not isinstance(value, (int, float))):
-            raise ValueError(f"{name}.{key} = {value!r} should be a {type(default).__name__}")
-        elif isinstance(default, float):
-            value = float(value)
-        kw[key] = str(value) if isinstance(default, str) else value
-    return dataclasses.replace(defaults, **kw)
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """A config file with its ``inherit`` chain resolved (relative to the file), child keys winning."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} not found (the recipes are in training/configs/)")
-    raw = tomllib.loads(path.read_text())
-    parent = raw.pop("inherit", None)
-    return _merge(read_toml(path.parent / parent), raw) if parent else raw
-
-
-def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
-    """TOML file + ``--section.key=value`` overrides (values parsed as TOML, else taken as strings)."""
-    raw = read_toml(path)
-    for arg in overrides:
-        if not arg.startswith("--") or "=" not in arg:
-            raise ValueError(f"override {arg!r} must look like --section.key=value, e.g. --train.lr=1e-4")
-        key, text = arg[2:].split("=", 1)
-        try:
-            value = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = text
-        *parents, last = key.split(".")
-        node = raw
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return TrainConfig.from_dict(raw)
-
-
-def model_config(section: dict[str, Any]) -> RestoreXConfig:
-    """``[model]``: ``preset = "paper" | "tiny"`` (default paper) plus RestoreXConfig sections overriding it."""
-    section = dict(section)
-    preset = section.pop("preset", "paper")
-    presets = {"paper": RestoreXConfig.paper, "tiny": RestoreXConfig.tiny}
-    if preset not in presets:
-        raise ValueError(f"model.preset {preset!r} is not one of {list(presets)}")
-    return RestoreXConfig.from_dict(_merge(presets[preset]().to_dict(), section))
-
-
-def expand(path: str) -> str:
-    out = os.path.expandvars(path)
-    if "$" in out:
-        raise ValueError(f"{path!r} names an environment variable that is not set: set it or override the key "
-                         "(e.g. RESTOREX_DATA=/data or --data.root=/data/LCDP)")
-    return out
-
-
-# -------------------------------------------------------------------------------------------- data
-def procedural_photo(index: int, size: int = 96) -> torch.Tensor:
-    """A generated well-exposed stand-in photo (3, size, size): colour field, flat discs, fine texture."""
-    g = torch.Generator().manual_seed(index)
-    img = F.interpolate(torch.rand(1, 3, 3, 3, generator=g), size=(size, size), mode="bicubic")[0]
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
-    for _ in range(3):
-        cx, cy, r = torch.rand(3, generator=g).tolist()
-        img = torch.where((xx - cx) ** 2 + (yy - cy) ** 2 < (0.1 + 0.25 * r) ** 2, torch.rand(3, 1, 1, generator=g), img)
-    texture = 0.05 * torch.sin((20 + 40 * float(torch.rand(1, generator=g))) * (xx + 0.5 * yy))
-    return (0.15 + 0.7 * img + texture).clamp(0.0, 1.0)
-
-
-def exposed(photo: torch.Tensor, ev: float, rng: np.random.Generator | None = None, noise: bool = False) -> torch.Tensor:
-    """``photo`` re-exposed by ``ev`` stops through training.synthetic's camera model (log-uniform noise)."""
-    shot, read = ((float(np.exp(rng.uniform(*np.log(b)))) for b in ((1e-4, 2e-3), (5e-4, 5e-3))) if noise
-                  else (0.0, 0.0))
-    return torch.from_numpy(render_exposure(photo.permute(1, 2, 0).numpy(), ev, rng, shot=shot, read=read)).permute(2, 0, 1)
-
-
-class TrainStream(Dataset):
-    """Item ``pos`` of an endless training stream is a pure function of (seed, pos): resumable at any step
-    and independent of the number of workers.  Each epoch is a seeded permutation of the real pairs and
-    ``n_syn`` synthetic renders; every item draws its own rescale, crop, flips, rot90 (and EV, noise).
-    Synthetic renders are made after cropping: rendering a 1200x800 photo whole costs 0.75 s on this CPU."""
-
-    def __init__(self, d: DataSection, seed: int, real: Dataset | None, photos: list[Path] | None,
-                 n_photos: int) -> None:
-        self.d, self.seed, self.real, self.photos, self.n_photos = d, seed, real, photos, n_photos
-        self.n_real = len(real) if real is not None else 0
-        r = d.synthetic_ratio
-        self.n_syn = n_photos if not self.n_real else (round(self.n_real * r / (1 - r)) if 0 < r < 1 else 0)
-        self.epoch_len = self.n_real + self.n_syn
-        if self.epoch_len == 0:
-            raise ValueError("the training stream is empty: no pairs and no synthetic sources")
-        self._perm: tuple[int, np.ndarray] = (-1, np.empty(0))
-
-    def __len__(self) -> int:
-        return 1 << 62
-
-    def _crop(self, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        lo, hi = self.d.resize_short
-        if hi > 0:
-            s = rng.uniform(lo, hi) / min(y.shape[-2:])
-            size = (max(1, round(y.shape[-2] * s)), max(1, round(y.shape[-1] * s)))
-            x, y = (F.interpolate(t[None], size=size, mode="bilinear", antialias=True)[0].clamp(0, 1) for t in (x, y))
-        crop = PairedTransform(self.d.crop, generator=torch.Generator().manual_seed(int(rng.integers(1 << 62))))
-        item = crop({"input": x, "target": y, "name": ""})
-        return item["input"], item["target"]
-
-    def __getitem__(self, pos: int) -> dict[str, torch.Tensor]:
-        epoch, k = divmod(int(pos), self.epoch_len)
-        if self._perm[0] != epoch:
-            self._perm = (epoch, np.random.default_rng([self.seed, epoch, 1]).permutation(self.epoch_len))
-        j, rng = int(self._perm[1][k]), np.random.default_rng([self.seed, int(pos), 2])
-        if j < self.n_real:
-            item = self.real[j]
-            x, y = self._crop(item["input"], item["target"], rng)
-            return {"input": x, "target": y}
-        src = (j - self.n_real + epoch * self.n_syn) % self.n_photos
-        photo = load_image(self.photos[src]) if self.photos is not None else procedural_photo(src)
-        _, y = self._crop(photo, photo, rng)
-        lo, hi, m = *self.d.ev_range, self.d.min_abs_ev
-        under = max(0.0, -m - lo)
-        u = rng.uniform(0.0, under + max(0.0, hi - m))  # EV uniform over [lo, -m] U [m, hi]
-        return {"input": exposed(y, lo + u if u < under else m + u - under, rng, self.d.noise), "target": y}
-
-
-def step_batches(start: int, end: int, batch: int, rank: int, world: int):
-    """Stream positions of steps [start, end): step s on rank r takes ((s * world + r) * batch + j)."""
-    for s in range(start, end):
-        yield list(range((s * world + rank) * batch, (s * world + rank + 1) * batch))
-
-
-class Resized(Dataset):
-    """Validation pairs downscaled to a maximum long side (a fast proxy of the full-resolution score)."""
-
-    def __init__(self, ds: Any, max_side: int, limit: int) -> None:
-        self.ds, self.max_side, self.n = ds, max_side, min(limit or len(ds), len(ds))
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> dict:
-        item = dict(self.ds[i])
-        h, w = item["target"].shape[-2:]
-        if self.max_side and max(h, w) > self.max_side:
-            size = (max(11, round(h * self.max_side / max(h, w))), max(11, round(w * self.max_side / max(h, w))))
-            for k in ("input", "target"):
-                item[k] = F.interpolate(item[k][None], size=size, mode="bilinear", antialias=True)[0].clamp(0, 1)
-        return item
-
-
-def _scenes(entries: tuple[str, ...]) -> str | list[str] | None:
-    """A single ``*.txt`` entry is a scene-list file; otherwise scene ids or prefixes; () is None."""
-    if len(entries) == 1 and entries[0].endswith(".txt"):
-        return expand(entries[0])
-    return list(entries) or None
-
-
-def build_data(d: DataSection, seed: int) -> tuple[TrainStream, Any]:
-    """The training stream and the validation set (None for kind = synthetic) of a config."""
-    if d.kind == "procedural":
-        val = [{"input": exposed(procedural_photo(10**6 + i, 64), ev), "target": procedural_photo(10**6 + i, 64),
-                "name": f"generated{i}@{ev:+g}", "exposure": "under" if ev < 0 else "over"}
-               for i in range(4) for ev in (-2.0, 1.5)]
-        return TrainStream(d, seed, None, None, 64), val
-    root, scenes, held_out = expand(d.root), _scenes(d.scenes), _scenes(d.val_scenes)
-    kw = {"stacks": {"scenes": scenes, "exclude": held_out, "pairs": d.pairs}, "sice": {"scenes": scenes}}.get(d.kind, {})
-    real = None if d.kind == "synthetic" or d.synthetic_ratio >= 1 else build_dataset(d.kind, root, d.train_split, **kw)
-    photos = None
-    if d.synthetic_ratio > 0 or d.kind == "synthetic":
-        if d.synthetic_root or d.kind == "synthetic":
-            photos = find_images(expand(d.synthetic_root or root))
-        elif d.kind == "stacks":
-            photos = StackDataset(root, scenes=scenes, exclude=held_out).gt_files()
-        else:
-            raise ValueError("data.synthetic_ratio > 0 needs data.synthetic_root (a folder of well-exposed photos)")
-    if d.kind in ("stacks", "sice"):  # validation = the held-out scenes
-        val = held_out and build_dataset(d.kind, root, scenes=held_out,
-                                         **({"pairs": d.val_pairs} if d.kind == "stacks" else {}))
-    elif d.kind == "synthetic" or (d.kind == "pairs" and not (Path(root) / d.val_split).is_dir()):
-        val = None  # never validate on the training pairs
-    else:
-        val = build_dataset(d.kind, root, d.val_split)
-    return TrainStream(d, seed, real, photos, len(photos or ())), val
 
 
 # ------------------------------------------------------------------------------------------- model
