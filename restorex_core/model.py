@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .arch.clip_vit import ClipVision
@@ -127,8 +128,15 @@ class RestoreX(nn.Module):
         tile: int | None = None,
         overlap: int = 32,
         progress: Progress | None = None,
+        guide_size: int = 1024,
     ) -> Tensor:
-        """Run the Restormer with the priors injected; ``tile`` bounds memory (priors stay global)."""
+        """Run the Restormer with the priors injected.
+
+        ``tile`` bounds memory: the Restormer runs over overlapping tiles blended with feathered weights,
+        while everything global stays global: the priors, and the attention maps of every MDTA block, taken
+        from one pass over the whole image downscaled to at most ``guide_size`` pixels on its long side
+        (exact for images that size or smaller).
+        """
         images = check_images(images)
         if priors.blocks != self.config.clip.taps or priors.dim != self.config.pem.dim:
             raise ValueError(f"priors of blocks {priors.blocks} (D={priors.dim}) do not fit this model "
@@ -145,8 +153,15 @@ class RestoreX(nn.Module):
             out = run(rgb)
             if progress is not None:
                 progress(1, 1)
-        else:
-            out = tiled_apply(run, rgb, tile=tile, overlap=overlap, progress=progress)
+        else:  # pad the whole image first, so border tiles see the same padding as an untiled run
+            padded, (h, w) = pad_to_multiple(rgb, self.restormer.multiple_of)
+            ph, pw = padded.shape[-2:]
+            scale = min(1.0, guide_size / max(ph, pw))
+            guide = padded if scale == 1.0 else F.interpolate(
+                padded, size=(max(8, round(ph * scale)), max(8, round(pw * scale))), mode="bilinear", antialias=True)
+            guide, _ = pad_to_multiple(guide.to(self.device, self.dtype), self.restormer.multiple_of)
+            with self.restormer.shared_attention(guide, vectors):
+                out = tiled_apply(run, padded, tile=tile, overlap=overlap, progress=progress)[:, :, :h, :w]
         out = out.to(images.device, images.dtype).clamp(0.0, 1.0)
         return split.merge(out)
 

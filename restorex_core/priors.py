@@ -83,11 +83,11 @@ class Priors:
                              f"with blocks {other.blocks} (D={other.dim}): they come from different models")
         b = max(self.batch_size, other.batch_size)
         a, o = self.expand(b), other.expand(b)
-        vectors = tuple(torch.lerp(x.float(), y.float().to(x.device), float(t)) for x, y in zip(a.vectors, o.vectors))
         if t == 0:
             return a
         if t == 1:
             return o
+        vectors = tuple(torch.lerp(x.float(), y.float().to(x.device), float(t)) for x, y in zip(a.vectors, o.vectors))
         same = a.stage == o.stage and a.enhanced == o.enhanced
         return Priors(vectors, self.blocks, a.stage if same else "blend", a.enhanced if same else True)
 

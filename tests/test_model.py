@@ -159,3 +159,49 @@ def test_half_precision_runs_on_cpu_close_to_fp32(dtype):
         y, y_ref = half.correct(x, seed=0), ref.correct(x, seed=0)
     assert y.dtype == torch.float32 and y.shape == x.shape
     assert (y - y_ref).abs().max() < 0.05
+
+
+def _photo_like(h: int, w: int) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    img = torch.stack([0.05 + 0.5 * xx * yy, 0.3 * yy + 0.1 * torch.sin(20 * xx), 0.4 * (1 - xx) * yy])[None]
+    return (img + 0.05 * torch.rand_like(img)).clamp(0, 1)
+
+
+def test_tiles_share_the_whole_images_attention_statistics():
+    """MDTA attention is a statistic of the whole extent it sees: with sharp attention (as trained models
+    have) a tile on its own is corrected by its own statistics. Tiled runs reuse the whole image's maps."""
+    torch.manual_seed(3)
+    model = RestoreX(RestoreXConfig.tiny()).eval()
+    with torch.no_grad():
+        for m in model.restormer.modules():
+            if hasattr(m, "temperature"):
+                m.temperature.fill_(30.0)
+    img = _photo_like(200, 264)  # not a multiple of 8: border tiles must see the untiled run's padding
+    with torch.inference_mode():
+        pri = model.enhance_priors(model.extract_priors(img), seed=0)
+        whole = model.restore(img, pri)
+        tiled = model.restore(img, pri, tile=64, overlap=16)
+        # what a naive tiling (each tile on its own statistics) would give
+        naive = torch.cat([torch.cat([model.restore(img[:, :, y:y + 100, x:x + 132], pri) for x in (0, 132)], 3)
+                           for y in (0, 100)], 2)
+    assert (whole - naive).abs().max() * 255 > 10  # the failure mode is real for this model
+    assert (whole - tiled).abs().max() * 255 <= 2.0
+    # and the shared maps are released afterwards
+    assert all(getattr(m, "shared_attn", None) is None for m in model.restormer.modules())
+
+
+def test_bundled_default_weights_tile_within_2_of_255():
+    from pathlib import Path
+
+    from restorex_core import load_checkpoint
+
+    weights = Path(__file__).resolve().parents[1] / "weights" / "restorex-default.safetensors"
+    if not weights.exists():
+        pytest.skip("weights/restorex-default.safetensors is not in this checkout")
+    model = load_checkpoint(weights)
+    img = _photo_like(512, 512)
+    with torch.inference_mode():
+        pri = model.enhance_priors(model.extract_priors(img), seed=0)
+        whole = model.restore(img, pri)
+        tiled = model.restore(img, pri, tile=128, overlap=32)
+    assert (whole - tiled).abs().max().item() * 255 <= 2.0

@@ -8,6 +8,8 @@ one bias-free Linear(D, 2C). ``prior_dim = 0`` builds the plain Restormer (the "
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -95,13 +97,22 @@ class TransposedAttention(nn.Module):
         self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=bias)
         self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
         self.project_out = nn.Conv2d(dim, dim, 1, bias=bias)
+        # Shared-attention mode (tiling): "record" keeps the attention map of a whole-image pass, "replay"
+        # uses it instead of the tile's own. Not state-dict entries.
+        self.shared_mode: Literal["off", "record", "replay"] = "off"
+        self.shared_attn: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
         q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
-        q, k, v = (t.reshape(b, self.heads, c // self.heads, h * w) for t in (q, k, v))  # (B, h, C/h, HW)
-        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
-        attn = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)  # (B, h, C/h, C/h)
+        v = v.reshape(b, self.heads, c // self.heads, h * w)  # (B, h, C/h, HW)
+        if self.shared_mode == "replay" and self.shared_attn is not None:
+            attn = self.shared_attn.to(v.dtype)
+        else:
+            q, k = (F.normalize(t.reshape(b, self.heads, c // self.heads, h * w), dim=-1) for t in (q, k))
+            attn = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)  # (B, h, C/h, C/h)
+            if self.shared_mode == "record":
+                self.shared_attn = attn
         return self.project_out((attn @ v).reshape(b, c, h, w))
 
 
@@ -206,6 +217,27 @@ class PriorRestormer(nn.Module):
             raise ValueError(f"this Restormer takes {self.config.num_priors} priors, got {got}")
         full = torch.cat(priors, dim=-1) if self.config.mapping == "concat" else None
         return [full if i < 0 else priors[i] for i in self.config.stage_priors()]
+
+    @contextmanager
+    def shared_attention(self, guide: Tensor, priors: list[Tensor] | None = None) -> Iterator[None]:
+        """Run every MDTA with the attention maps of a whole-image pass over ``guide``.
+
+        MDTA's channel attention is a statistic of the whole extent it sees, so a tile on its own would be
+        corrected by its own statistics (a dark corner brightened as if it were the whole photo). Inside this
+        context each block reuses the (C/h x C/h) maps recorded on ``guide`` (the whole image, downscaled to
+        bound memory, multiple of 8): tiles then share the image's global statistics as they share its priors.
+        """
+        attns = [m for m in self.modules() if isinstance(m, TransposedAttention)]
+        try:
+            for m in attns:
+                m.shared_mode, m.shared_attn = "record", None
+            self(guide, priors)
+            for m in attns:
+                m.shared_mode = "replay"
+            yield
+        finally:
+            for m in attns:
+                m.shared_mode, m.shared_attn = "off", None
 
     def forward(self, x: Tensor, priors: list[Tensor] | None = None) -> Tensor:
         p = dict(zip(STAGES, self.route_priors(priors)))
