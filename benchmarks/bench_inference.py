@@ -66,7 +66,8 @@ def measure(args: argparse.Namespace) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     base = rss_mb()
     with torch.inference_mode():
-        run(x)  # warm-up (cuDNN autotune, allocator)
+        for _ in range(getattr(args, "warmup", 1)):  # cuDNN autotune, allocator
+            run(x)
         sync()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -94,10 +95,12 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if _cuda() else "cpu")
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     ap.add_argument("--config", choices=["paper", "tiny"], default="paper")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[256, 512, 1024])
     ap.add_argument("--4k", dest="four_k", action="store_true", help="also 3840x2160 tiled (default on CUDA)")
     ap.add_argument("--tile", type=int, default=512, help="tile for the 4K row")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed runs first (0 for slow CPU rows)")
+    ap.add_argument("--models", nargs="+", choices=["bare", "restorex"], default=["bare", "restorex"])
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -105,20 +108,22 @@ def main() -> None:
         print(json.dumps(measure(spec)))
         return
 
-    rows = [(s, s, None) for s in args.sizes]
+    rows = [(s, s, None) for s in args.sizes or []]
     if args.four_k or args.device.startswith("cuda"):
         rows.append((2160, 3840, args.tile))
     print(f"RestoreX inference, {args.config} config, {args.device} {args.dtype}, best of {args.repeats} "
+          f"after {args.warmup} warm-up run(s) "
           f"(torch threads: {os.environ.get('OMP_NUM_THREADS', 'default')})\n")
     print("| size | tile | bare Restormer s | RestoreX s | prior overhead | bare peak MB | RestoreX peak MB |")
     print("|---|---|---|---|---|---|---|")
     for h, w, tile in rows:
         res = {}
-        for model in ("bare", "restorex"):
+        for model in args.models:
             spec = dict(model=model, device=args.device, dtype=args.dtype, config=args.config,
-                        height=h, width=w, tile=tile, repeats=args.repeats)
+                        height=h, width=w, tile=tile, repeats=args.repeats, warmup=args.warmup)
             res[model] = child(spec)
-        b, r = res["bare"], res["restorex"]
+        b, r = res.get("bare", {"time_s": float("nan"), "peak_mb": float("nan")}), res.get(
+            "restorex", {"time_s": float("nan"), "peak_mb": float("nan")})
         if "error" in b or "error" in r:
             print(f"| {w}x{h} | {tile or '-'} | {b.get('error', '')} | {r.get('error', '')} | | | |")
             continue

@@ -87,7 +87,8 @@ class Priors:
             return a
         if t == 1:
             return o
-        vectors = tuple(torch.lerp(x.float(), y.float().to(x.device), float(t)) for x, y in zip(a.vectors, o.vectors))
+        pairs = zip(a.vectors, o.vectors, strict=True)
+        vectors = tuple(torch.lerp(x.float(), y.float().to(x.device), float(t)) for x, y in pairs)
         same = a.stage == o.stage and a.enhanced == o.enhanced
         return Priors(vectors, self.blocks, a.stage if same else "blend", a.enhanced if same else True)
 

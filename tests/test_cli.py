@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from restorex_core import RestoreX, RestoreXConfig, load_checkpoint, save_checkpoint
-from restorex_core import cli, imageio
+from restorex_core import RestoreX, RestoreXConfig, cli, imageio, load_checkpoint, save_checkpoint
 from restorex_core.imageio import read_image, write_image
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,8 +10,16 @@ from PIL import Image
 
 from restorex_core import MissingWeightsError, RestoreX, RestoreXConfig, load_checkpoint, save_checkpoint
 from training.losses import LossWeights, Objective, sap_loss
-from training.train import (TrainStream, build_model, load_config, main, model_config, procedural_photo,
-                            set_train_mode, train)
+from training.train import (
+    TrainStream,
+    build_model,
+    load_config,
+    main,
+    model_config,
+    procedural_photo,
+    set_train_mode,
+    train,
+)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
 TINY = """

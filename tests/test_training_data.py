@@ -9,9 +9,21 @@ import pytest
 import torch
 from PIL import Image
 
-from training.data import (DatasetError, LCDPDataset, MSECDataset, PairedFolderDataset, PairedTransform,
-                           SICEDataset, StackDataset, SyntheticExposureDataset, build_dataset, ev_label,
-                           load_image, render_exposure, rule_roles)
+from training.data import (
+    DatasetError,
+    LCDPDataset,
+    MSECDataset,
+    PairedFolderDataset,
+    PairedTransform,
+    SICEDataset,
+    StackDataset,
+    SyntheticExposureDataset,
+    build_dataset,
+    ev_label,
+    load_image,
+    render_exposure,
+    rule_roles,
+)
 from training.synthetic import inverse_tone_curve, srgb_decode, srgb_encode, tone_curve
 
 

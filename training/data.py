@@ -23,8 +23,17 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .datasets import (DatasetError, LCDPDataset, MSECDataset, Pair, PairedFolderDataset, PairedImageDataset,
-                       SICEDataset, ev_label, load_image)
+from .datasets import (
+    DatasetError,
+    LCDPDataset,
+    MSECDataset,
+    Pair,
+    PairedFolderDataset,
+    PairedImageDataset,
+    SICEDataset,
+    ev_label,
+    load_image,
+)
 from .stacks import StackDataset, rule_roles
 from .synthetic import SyntheticExposureDataset, find_images, render_exposure
 

@@ -76,7 +76,7 @@ def sap_loss(clip: ClipVision, output: Tensor, target: Tensor, *, token: str = "
     with torch.no_grad():
         ref = [_psi(t, mode) for t in clip_features(clip, target)]
     out = [_psi(t, mode) for t in clip_features(clip, output, encoder_grad=encoder_grad)]
-    return torch.stack([F.l1_loss(o.float(), r.float()) for o, r in zip(out, ref)]).sum()
+    return torch.stack([F.l1_loss(o.float(), r.float()) for o, r in zip(out, ref, strict=True)]).sum()
 
 
 def eps_loss(model: RestoreX, priors: Priors, teacher: Priors) -> Tensor:

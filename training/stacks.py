@@ -22,8 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import (GT_TARGET_MEAN, IMAGE_EXTS, DatasetError, Pair, PairedImageDataset, short_list,
-                       open_image, read_list)
+from .datasets import (
+    GT_TARGET_MEAN,
+    IMAGE_EXTS,
+    DatasetError,
+    Pair,
+    PairedImageDataset,
+    open_image,
+    read_list,
+    short_list,
+)
 
 
 @dataclass(frozen=True)

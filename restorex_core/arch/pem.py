@@ -68,7 +68,8 @@ class PriorExtraction(nn.Module):
         if len(block_tokens) != len(self.heads):
             raise ValueError(f"PEM has {len(self.heads)} heads but got {len(block_tokens)} block outputs")
         dtype = self.heads[0].mlp[0].weight.dtype
-        return [head(pool_tokens(t, self.config.token).to(dtype)) for head, t in zip(self.heads, block_tokens)]
+        pooled = (pool_tokens(t, self.config.token).to(dtype) for t in block_tokens)
+        return [head(z) for head, z in zip(self.heads, pooled, strict=True)]
 
 
 def config_from_state_dict(sd: dict[str, Tensor]) -> PEMConfig:

@@ -240,7 +240,7 @@ class PriorRestormer(nn.Module):
                 m.shared_mode, m.shared_attn = "off", None
 
     def forward(self, x: Tensor, priors: list[Tensor] | None = None) -> Tensor:
-        p = dict(zip(STAGES, self.route_priors(priors)))
+        p = dict(zip(STAGES, self.route_priors(priors), strict=True))
         e1 = self.encoder_level1(self.patch_embed(x), p["encoder_level1"])  # (B, C, H, W)
         e2 = self.encoder_level2(self.down1_2(e1), p["encoder_level2"])  # (B, 2C, H/2, W/2)
         e3 = self.encoder_level3(self.down2_3(e2), p["encoder_level3"])  # (B, 4C, H/4, W/4)
