@@ -55,7 +55,9 @@ class DDPMScheduler:
         self.betas = betas
         self.alphas = 1.0 - betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        self.set_timesteps(num_train_timesteps)
+        self.set_timesteps(num_train_timesteps)  # all T steps: coefficients(t) are then the DDPM posterior's
+        table = torch.tensor([self.coefficients(t) for t in range(num_train_timesteps)], dtype=torch.float64)
+        self.posterior_mean_coef1, self.posterior_mean_coef2, self.posterior_variance = table.unbind(dim=1)
 
     def set_timesteps(self, num_inference_steps: int | None = None, device: torch.device | str | None = None) -> None:
         """Spread ``num_inference_steps`` (<= T) evenly over the T training steps, last step t = 0."""
@@ -81,27 +83,6 @@ class DDPMScheduler:
         coef2 = alpha_t.sqrt() * (1.0 - ab_prev) / (1.0 - ab_t)
         var = beta_t * (1.0 - ab_prev) / (1.0 - ab_t)
         return float(coef1), float(coef2), float(var)
-
-    @property
-    def posterior_mean_coef1(self) -> Tensor:
-        return torch.tensor([self._train_coeffs(t)[0] for t in range(self.num_train_timesteps)], dtype=torch.float64)
-
-    @property
-    def posterior_mean_coef2(self) -> Tensor:
-        return torch.tensor([self._train_coeffs(t)[1] for t in range(self.num_train_timesteps)], dtype=torch.float64)
-
-    @property
-    def posterior_variance(self) -> Tensor:
-        return torch.tensor([self._train_coeffs(t)[2] for t in range(self.num_train_timesteps)], dtype=torch.float64)
-
-    def _train_coeffs(self, t: int) -> tuple[float, float, float]:
-        ab_t, ab_prev = self._alpha_bar(t), self._alpha_bar(t - 1)
-        beta_t = self.betas[t]
-        return (
-            float(ab_prev.sqrt() * beta_t / (1 - ab_t)),
-            float(self.alphas[t].sqrt() * (1 - ab_prev) / (1 - ab_t)),
-            float(beta_t * (1 - ab_prev) / (1 - ab_t)),
-        )
 
     def add_noise(self, original_samples: Tensor, noise: Tensor, t: int) -> Tensor:
         """Eq. 2: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps."""
