@@ -9,8 +9,8 @@ import sys
 
 from .correct import ExposureCorrect
 from .loader import LoadRestoreXModel
+from .method_nodes import ExtractCLIPPriors, FFEDMEnhance, RestormerInject
 from .priors_tools import BlendPriors, VisualizePriors
-from .stages import ExtractCLIPPriors, FFEDMEnhance, RestormerInject
 
 NODE_CLASS_MAPPINGS = {
     "LoadRestoreXModel": LoadRestoreXModel,

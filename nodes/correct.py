@@ -7,8 +7,8 @@ from torch import Tensor
 
 from restorex_core.compose import correct_blended
 
+from .method_nodes import CATEGORY, MODEL, OVERLAP, SEED, STEPS, TILE
 from .runtime import ManagedRestoreX, image_out, run_tiled
-from .stages import CATEGORY, MODEL, OVERLAP, SEED, STEPS, TILE
 
 
 class ExposureCorrect:

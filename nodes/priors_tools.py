@@ -6,10 +6,10 @@ import torch
 from torch import Tensor
 
 from restorex_core import Priors
-from restorex_core.visualize import render_priors
 
+from .method_nodes import CATEGORY
 from .runtime import image_out, priors_out
-from .stages import CATEGORY
+from .visualize import render_priors
 
 
 class BlendPriors:

@@ -14,8 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from restorex_core import RestoreX
-from restorex_core.compose import restore_bytes_per_pixel, tile_for_memory
 from restorex_core.priors import Priors
+
+from .memory import restore_bytes_per_pixel, tile_for_memory
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,8 @@
-"""Putting a correction back into a picture, and sizing tiles: helpers for hosts such as ComfyUI.
+"""Putting a correction back into a picture: helpers for hosts such as ComfyUI.
 
 * :func:`correction_weight` / :func:`feather_mask` / :func:`blend`: correct only inside a (feathered) mask and
   at a given strength, keeping an alpha channel untouched.
 * :func:`correct_blended`: the whole one-call correction used by the ExposureCorrect node.
-* :func:`restore_bytes_per_pixel` / :func:`tile_for_memory`: the tile size that fits in the free memory.
 
 Pure torch. Images are (B, C, H, W) float in [0, 1] with C in {1, 3, 4}; masks are (B, H, W), (H, W) or
 (B, 1, H, W) float in [0, 1].
@@ -11,7 +10,6 @@ Pure torch. Images are (B, C, H, W) float in [0, 1] with C in {1, 3, 4}; masks a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -22,7 +20,6 @@ from torch import Tensor
 from .errors import ImageInputError
 
 if TYPE_CHECKING:
-    from .arch.restormer import RestormerConfig
     from .model import RestoreX
 
 
@@ -100,7 +97,7 @@ def correct_blended(model: RestoreX, images: Tensor, *, seed: int = 0, steps: in
                     feather: int = 0, progress: Callable[[int, int], None] | None = None) -> Tensor:
     """Exposure-correct ``images`` (extract -> FFEDM -> Restormer) and blend the result back.
 
-    Runs the same three stages, with the same arguments, as the staged node graph, so both give the same
+    Runs the method's three parts, with the same arguments, as the staged node graph, so both give the same
     pixels. Nothing runs when the weight is zero everywhere (strength 0 or an empty mask).
 
     Args:
@@ -113,31 +110,6 @@ def correct_blended(model: RestoreX, images: Tensor, *, seed: int = 0, steps: in
     weight = correction_weight(mask, batch=b, height=h, width=w, strength=strength, feather=feather)
     if not bool((weight > 0).any()):
         return images.clone()
-    priors = model.enhance_priors(model.extract_priors(images, stage="input"), steps=steps, seed=seed)
+    priors = model.enhance_priors(model.extract_priors(images, source="input"), steps=steps, seed=seed)
     corrected = model.restore(images, priors, tile=tile, overlap=overlap, progress=progress)
     return blend(images, corrected, weight.to(images.device))
-
-
-def restore_bytes_per_pixel(config: RestormerConfig, dtype: torch.dtype) -> int:
-    """Peak activation memory of one Restormer forward per input pixel (upper estimate).
-
-    The widest full-resolution stages (decoder level 1 and refinement, 2 * dim channels) hold the block
-    input, the LayerNorm output, 3 * 2 * dim q/k/v channels and their depthwise conv, and the gated FFN's
-    2 * ffn * 2 * dim hidden channels, plus the encoder skip; about 32 * dim values per pixel. Add the
-    input/output images and padding.
-    """
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    return int(32 * config.dim * itemsize + 16 * 4)
-
-
-def tile_for_memory(free_bytes: int, *, height: int, width: int, bytes_per_pixel: int, min_tile: int = 128,
-                    multiple: int = 64, headroom: float = 0.5) -> int | None:
-    """The tile size that fits in ``headroom * free_bytes``, or None when the whole image fits untiled.
-
-    Returns a multiple of ``multiple``, never below ``min_tile``.
-    """
-    budget = max(free_bytes, 0) * headroom
-    if height * width * bytes_per_pixel <= budget:
-        return None
-    side = int(math.sqrt(budget / bytes_per_pixel)) // multiple * multiple
-    return max(min_tile, side)

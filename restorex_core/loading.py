@@ -1,4 +1,4 @@
-"""Safe weight reading and CLIP ViT-B/32 loading (METHOD.md §2.4).
+"""Safe weight reading and CLIP ViT-B/32 loading (docs/method.md §2.4).
 
 ``read_state_dict`` reads a file without executing pickled Python: safetensors, ``torch.load(weights_only=True)``,
 or, only after the zip layout proves it is one, a TorchScript archive (OpenAI's ``ViT-B-32.pt``).

@@ -73,24 +73,31 @@ class RestoreX(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.restormer.output.weight.dtype
 
-    # -- stage 1: Prior Extraction Module ------------------------------------------------------------
-    def extract_priors(self, images: Tensor, *, stage: Literal["input", "reference"] = "input") -> Priors:
+    # -- 1. Prior Extraction Module ----------------------------------------------------------------
+    def extract_priors(self, images: Tensor, *, source: Literal["input", "reference"] | None = None,
+                       stage: Literal["input", "reference"] | None = None) -> Priors:
         """CLIP block features -> prior vectors.
 
         Args:
             images: (B, C, H, W) float in [0, 1]; squash-resized to CLIP's input size inside.
-            stage: "input" runs PEM-S2 (a badly exposed photo, to be enhanced by FFEDM); "reference" runs
-                PEM-S1 (the image is taken as well exposed: the stage-1 path, or a reference photo).
+            source: "input" (default) runs PEM-S2 (a badly exposed photo, to be enhanced by FFEDM); "reference" runs
+                PEM-S1 (the image is taken as well exposed: the training-stage-1 path, or a reference photo).
+            stage: the former name of ``source`` (and the ComfyUI input's name), kept for existing code.
         """
-        if stage not in ("input", "reference"):
-            raise ValueError(f"stage must be 'input' or 'reference', not {stage!r}")
+        if stage is not None:
+            if source is not None:
+                raise TypeError("pass source, or its former name stage, not both")
+            source = stage
+        source = source or "input"
+        if source not in ("input", "reference"):
+            raise ValueError(f"source must be 'input' or 'reference', not {source!r}")
         rgb = split_channels(check_images(images)).rgb
         clip_dtype = self.clip.visual.conv1.weight.dtype
         tokens = self.clip(rgb.to(self.device, clip_dtype))  # N_taps x (B, N, W)
-        pem = self.pem_input if stage == "input" else self.pem_reference
-        return Priors(tuple(pem(tokens)), self.config.clip.taps, stage, enhanced=False)
+        pem = self.pem_input if source == "input" else self.pem_reference
+        return Priors(tuple(pem(tokens)), self.config.clip.taps, source, enhanced=False)
 
-    # -- stage 2: FFEDM -------------------------------------------------------------------------------
+    # -- 2. FFEDM -----------------------------------------------------------------------------------
     def enhance_priors(
         self,
         priors: Priors,
@@ -108,8 +115,8 @@ class RestoreX(nn.Module):
             target: training only: start from q(x_T | target) as DiffIR does; gradients reach the denoisers
                 and PEM-S2 through every step.
         """
-        if priors.stage != "input" or priors.enhanced:
-            raise ValueError(f"FFEDM enhances raw input priors; these are {priors.stage} priors"
+        if priors.source != "input" or priors.enhanced:
+            raise ValueError(f"FFEDM enhances raw input priors; these are {priors.source} priors"
                              f"{' already enhanced' if priors.enhanced else ''}: pass them to restore() directly")
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         cond = self.ffedm.encode(priors.stacked().to(self.device))  # (B, N, d) fp32
@@ -119,7 +126,7 @@ class RestoreX(nn.Module):
         vectors = self.ffedm.decode(z).unbind(dim=1)  # N x (B, D) fp32
         return Priors(tuple(vectors), priors.blocks, "input", enhanced=True)
 
-    # -- stage 3: prior-injected Restormer ------------------------------------------------------------
+    # -- 3. prior-injected Restormer ----------------------------------------------------------------
     def restore(
         self,
         images: Tensor,
@@ -175,5 +182,5 @@ class RestoreX(nn.Module):
         overlap: int = 32,
     ) -> Tensor:
         """The whole method: priors from the input, enhanced by FFEDM, injected into the Restormer."""
-        priors = self.enhance_priors(self.extract_priors(images, stage="input"), steps=steps, seed=seed)
+        priors = self.enhance_priors(self.extract_priors(images, source="input"), steps=steps, seed=seed)
         return self.restore(images, priors, tile=tile, overlap=overlap)

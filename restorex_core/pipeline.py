@@ -1,4 +1,4 @@
-"""The FFEDM sampling loop (the model does not own it; METHOD.md §4.2, DiffIR's p_sample chain)."""
+"""The FFEDM sampling loop (the model does not own it; docs/method.md §4.1 and §4.4, DiffIR's p_sample chain)."""
 
 from __future__ import annotations
 

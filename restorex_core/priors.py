@@ -1,4 +1,4 @@
-"""Prior vectors travelling between the stages (and between ComfyUI nodes)."""
+"""Prior vectors travelling from extraction to FFEDM to the Restormer (and between ComfyUI nodes)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-Stage = Literal["input", "reference", "blend"]
+PriorSource = Literal["input", "reference", "blend"]  # which image (and which PEM) the priors describe
 
 
 @dataclass(frozen=True)
@@ -18,14 +18,14 @@ class Priors:
     Attributes:
         vectors: P_1..P_N, each (B, D).
         blocks: the 1-based CLIP blocks they come from, e.g. (3, 6, 9, 12).
-        stage: "input" (PEM-S2 on a badly exposed image), "reference" (PEM-S1 on an image taken as well
-            exposed), or "blend" (a mix of the two kinds).
+        source: "input" (PEM-S2 on a badly exposed image), "reference" (PEM-S1 on an image taken as well
+            exposed), or "blend" (a mix of the two kinds). Also readable as ``stage``, its former name.
         enhanced: True once FFEDM has turned input priors into well-exposed ones.
     """
 
     vectors: tuple[Tensor, ...]
     blocks: tuple[int, ...]
-    stage: Stage
+    source: PriorSource
     enhanced: bool = False
 
     def __post_init__(self) -> None:
@@ -34,6 +34,11 @@ class Priors:
         if not self.vectors or any(v.ndim != 2 or v.shape != self.vectors[0].shape for v in self.vectors):
             shapes = [tuple(v.shape) for v in self.vectors]
             raise ValueError(f"prior vectors must all be (B, D) of one shape, got {shapes}")
+
+    @property
+    def stage(self) -> PriorSource:
+        """The former name of :attr:`source`, kept for existing code."""
+        return self.source
 
     @property
     def batch_size(self) -> int:
@@ -46,7 +51,7 @@ class Priors:
     @property
     def ready(self) -> bool:
         """True when the priors describe a well-exposed image and can drive the Restormer."""
-        return self.enhanced or self.stage in ("reference", "blend")
+        return self.enhanced or self.source in ("reference", "blend")
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -89,14 +94,14 @@ class Priors:
             return o
         pairs = zip(a.vectors, o.vectors, strict=True)
         vectors = tuple(torch.lerp(x.float(), y.float().to(x.device), float(t)) for x, y in pairs)
-        same = a.stage == o.stage and a.enhanced == o.enhanced
-        return Priors(vectors, self.blocks, a.stage if same else "blend", a.enhanced if same else True)
+        same = a.source == o.source and a.enhanced == o.enhanced
+        return Priors(vectors, self.blocks, a.source if same else "blend", a.enhanced if same else True)
 
     @staticmethod
     def cat(items: list[Priors]) -> Priors:
         """Concatenate along the batch."""
         first = items[0]
-        if any(p.blocks != first.blocks or p.stage != first.stage or p.enhanced != first.enhanced for p in items):
-            raise ValueError("only priors of the same blocks, stage and enhancement can be concatenated")
+        if any(p.blocks != first.blocks or p.source != first.source or p.enhanced != first.enhanced for p in items):
+            raise ValueError("only priors of the same blocks, source and enhancement can be concatenated")
         vectors = tuple(torch.cat([p.vectors[i] for p in items], dim=0) for i in range(len(first)))
         return replace(first, vectors=vectors)

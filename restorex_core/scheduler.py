@@ -1,4 +1,4 @@
-"""DDPM noise schedule and reverse step for FFEDM (METHOD.md §4), a plain class in diffusers' shape.
+"""DDPM noise schedule and reverse step for FFEDM (docs/method.md §4.1), a plain class in diffusers' shape.
 
 Notation (Ho et al. 2020; the paper's eqs. 2-6):
     beta_t, alpha_t = 1 - beta_t, alpha_bar_t = prod_{s<=t} alpha_s

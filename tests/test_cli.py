@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from restorex_core import RestoreX, RestoreXConfig, cli, imageio, load_checkpoint, save_checkpoint
-from restorex_core.imageio import read_image, write_image
+from restorex_cli import cli, imageio
+from restorex_cli.imageio import read_image, write_image
+from restorex_core import RestoreX, RestoreXConfig, load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,8 +45,9 @@ def run(capsys, *argv) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_help_runs_as_a_module():
-    result = subprocess.run([sys.executable, "-m", "restorex_core", "--help"], cwd=REPO, capture_output=True,
+@pytest.mark.parametrize("module", ["restorex_cli", "restorex_core"])  # restorex_core: the older alias
+def test_help_runs_as_a_module(module):
+    result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "correct" in result.stdout and "info" in result.stdout

@@ -1,4 +1,4 @@
-"""CLIP weight loading: every accepted format, the tag/cache/download path, and every refusal (METHOD.md §2.4)."""
+"""CLIP weight loading: every accepted format, the tag/cache/download path, and every refusal (docs/method.md §2.4)."""
 
 from __future__ import annotations
 

@@ -125,7 +125,7 @@ def expected(server: Server, workflow: str, photo: torch.Tensor, reference: torc
     with torch.inference_mode():
         if workflow == "restorex_reference_guided":
             enhanced = model.enhance_priors(model.extract_priors(photo), seed=0)
-            priors = enhanced.lerp(model.extract_priors(reference, stage="reference"), 0.5)
+            priors = enhanced.lerp(model.extract_priors(reference, source="reference"), 0.5)
             return _saved(model.restore(photo, priors))
         return _saved(model.correct(photo, seed=0))
 

@@ -12,9 +12,9 @@ import tifffile
 import torch
 from PIL import Image, ImageOps
 
-from restorex_core import imageio
+from restorex_cli import imageio
+from restorex_cli.imageio import decode_png, encode_png, read_image, write_image
 from restorex_core.errors import ImageInputError
-from restorex_core.imageio import decode_png, encode_png, read_image, write_image
 
 
 def random_image(rng: np.random.Generator, channels: int, bit_depth: int, size=(13, 17)) -> np.ndarray:

@@ -40,11 +40,15 @@ def test_batch_items_are_independent(tiny_model):
 def test_stage1_and_stage2_priors_differ_and_are_labelled(tiny_model):
     x = torch.rand(1, 3, 32, 32)
     with torch.inference_mode():
-        ref = tiny_model.extract_priors(x, stage="reference")
-        inp = tiny_model.extract_priors(x, stage="input")
+        ref = tiny_model.extract_priors(x, source="reference")
+        inp = tiny_model.extract_priors(x, source="input")
         enh = tiny_model.enhance_priors(inp, seed=0)
-    assert (ref.stage, ref.enhanced, ref.ready) == ("reference", False, True)
-    assert (inp.stage, inp.enhanced, inp.ready) == ("input", False, False)
+        old = tiny_model.extract_priors(x, stage="reference")  # the former keyword still works
+    assert (ref.source, ref.enhanced, ref.ready) == ("reference", False, True)
+    assert (inp.source, inp.enhanced, inp.ready) == ("input", False, False)
+    assert old.stage == "reference" and torch.equal(old.stacked(), ref.stacked())
+    with pytest.raises(TypeError, match="not both"):
+        tiny_model.extract_priors(x, source="input", stage="reference")
     assert enh.enhanced and enh.ready and enh.blocks == (1, 2, 3, 4)
     assert not torch.allclose(ref.stacked(), inp.stacked())
     with pytest.raises(ValueError, match="already enhanced"):
@@ -59,7 +63,7 @@ def test_gradients_reach_pem_s2_ffedm_restormer_but_not_frozen_clip():
     model = RestoreX(cfg).train()
     assert not model.clip.training  # frozen CLIP stays in eval mode
     x, gt = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
-    teacher = model.extract_priors(gt, stage="reference").detach()
+    teacher = model.extract_priors(gt, source="reference").detach()
     enhanced = model.enhance_priors(model.extract_priors(x), target=teacher, seed=0)
     loss = (model.restore(x, enhanced) - gt).abs().mean() + (enhanced.stacked() - teacher.stacked()).abs().mean()
     loss.backward()
@@ -74,7 +78,7 @@ def test_gradients_reach_pem_s2_ffedm_restormer_but_not_frozen_clip():
 def test_trainable_encoder_gets_gradients_in_stage1():
     model = RestoreX(RestoreXConfig.tiny()).train()
     x = torch.rand(1, 3, 32, 32)
-    model.restore(x, model.extract_priors(x, stage="reference")).mean().backward()
+    model.restore(x, model.extract_priors(x, source="reference")).mean().backward()
     assert model.clip.visual.conv1.weight.grad is not None
 
 
@@ -120,8 +124,8 @@ def test_bad_images_are_refused_with_a_clear_error(tiny_model, bad, match):
 
 def test_priors_api(tiny_model):
     with torch.inference_mode():
-        a = tiny_model.extract_priors(torch.rand(2, 3, 16, 16), stage="reference")
-        b = tiny_model.extract_priors(torch.rand(1, 3, 16, 16), stage="reference")
+        a = tiny_model.extract_priors(torch.rand(2, 3, 16, 16), source="reference")
+        b = tiny_model.extract_priors(torch.rand(1, 3, 16, 16), source="reference")
     assert a.batch_size == 2 and len(a) == 4 and a.dim == 16
     assert a[1].batch_size == 1 and torch.equal(a[1].vectors[0], a.vectors[0][1:2])
     assert a[-1].batch_size == 1 and torch.equal(a[-1].vectors[2], a.vectors[2][1:2])

@@ -29,8 +29,8 @@ def test_paper_model_builds_with_expected_sizes():
     m = RestoreX(RestoreXConfig.paper())
     count = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
     assert count(m.restormer) == 13_110_924
-    assert count(m.pem_input) == 1_050_624  # METHOD.md §3: 262,656 per head
-    assert count(m.ffedm) == 4 * 267_288  # METHOD.md §4.2
+    assert count(m.pem_input) == 1_050_624  # docs/method.md §3.2: 262,656 per head
+    assert count(m.ffedm) == 4 * 267_288  # docs/method.md §4.3
     assert all(not p.requires_grad for p in m.clip.parameters())
 
 
@@ -76,17 +76,30 @@ def test_layernorm_matches_per_pixel_formula():
                         "decoder_level3": 2, "decoder_level2": 2, "decoder_level1": 3, "refinement": 3}),
     ],
 )
-def test_each_prior_reaches_the_stages_its_mapping_names(mapping, expected):
+def test_each_prior_reaches_the_levels_its_mapping_names(mapping, expected):
     net = rst.PriorRestormer(rst.RestormerConfig(**TINY, mapping=mapping))
     priors = [torch.full((1, 16), float(i + 1)) for i in range(4)]  # prior i is all (i + 1)
     seen = {}
-    for stage in rst.STAGES:
-        for block in getattr(net, stage).blocks:
+    for level in rst.LEVELS:
+        for block in getattr(net, level).blocks:
             for inj in (block.inject_attn, block.inject_ffn):
                 inj.kernel.register_forward_hook(
-                    lambda mod, inp, out, s=stage: seen.setdefault(s, set()).add(inp[0][0, 0].item()))
+                    lambda mod, inp, out, s=level: seen.setdefault(s, set()).add(inp[0][0, 0].item()))
     net(torch.rand(1, 3, 16, 16), priors)
-    assert seen == {stage: {float(i + 1)} for stage, i in expected.items()}
+    assert seen == {level: {float(i + 1)} for level, i in expected.items()}
+
+
+def test_restormer_state_dict_keys_are_the_checkpoint_format():
+    """The Level modules' attribute names are the checkpoint keys: renaming a class must not move them."""
+    sd = rst.PriorRestormer(rst.RestormerConfig(**TINY)).state_dict()
+    assert {k.split(".")[0] for k in sd} == {*rst.LEVELS, "patch_embed", "output", "down1_2", "down2_3", "down3_4",
+                                             "up4_3", "up3_2", "up2_1", "reduce_chan_level3", "reduce_chan_level2"}
+    block = {"norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias", "attn.temperature", "attn.qkv.weight",
+             "attn.qkv_dwconv.weight", "attn.project_out.weight", "ffn.project_in.weight", "ffn.dwconv.weight",
+             "ffn.project_out.weight", "inject_attn.kernel.weight", "inject_ffn.kernel.weight"}
+    for level in rst.LEVELS:
+        assert {k.removeprefix(f"{level}.blocks.0.") for k in sd if k.startswith(f"{level}.blocks.0.")} == block
+    assert len(sd) == 114
 
 
 def test_concat_mapping_feeds_all_priors_everywhere():
@@ -96,7 +109,7 @@ def test_concat_mapping_feeds_all_priors_everywhere():
     assert net(torch.rand(2, 3, 16, 16), priors).shape == (2, 3, 16, 16)
 
 
-def test_changing_one_prior_changes_only_its_stages():
+def test_changing_one_prior_changes_only_its_levels():
     net = rst.PriorRestormer(rst.RestormerConfig(**TINY))
     x = torch.rand(1, 3, 16, 16)
     base = [torch.randn(1, 16) for _ in range(4)]

@@ -1,11 +1,11 @@
-"""The DDPM schedule against METHOD.md §4.1's closed-form table, and the reverse step with fake models."""
+"""The DDPM schedule against the closed-form table of docs/method.md §4.1, and the reverse step with fake models."""
 
 import pytest
 import torch
 
 from restorex_core.scheduler import DDPMScheduler
 
-# METHOD.md §4.1 (DiffIR: T = 4, sqrt-linear betas 0.1 -> 0.99)
+# docs/method.md §4.1 (DiffIR: T = 4, sqrt-linear betas 0.1 -> 0.99)
 TABLE = {
     "betas": [0.1000, 0.2943, 0.5910, 0.9900],
     "alphas_cumprod": [0.9, 0.63514, 0.25980, 0.00260],

@@ -1,4 +1,4 @@
-"""Training losses of CLIP-RestoreX (METHOD.md §6) and the per-stage objective (METHOD.md §7).
+"""Training losses of CLIP-RestoreX (docs/method.md §6) and the per-stage objective (docs/method.md §7).
 
 * L1: ``mean |I_out - I_gt|`` on the unclamped Restormer output (a clamp would stop the gradient of
   pixels pushed outside [0, 1]).
@@ -120,11 +120,11 @@ class Objective(nn.Module):
         terms: dict[str, Tensor] = {}
         vectors = None
         if use_priors and self.stage == 1:
-            vectors = list(m.extract_priors(gt, stage="reference").vectors)
+            vectors = list(m.extract_priors(gt, source="reference").vectors)
         elif use_priors:
             with torch.no_grad():
-                teacher = m.extract_priors(gt, stage="reference")
-            priors = m.extract_priors(lq, stage="input")
+                teacher = m.extract_priors(gt, source="reference")
+            priors = m.extract_priors(lq, source="input")
             if m.config.ffedm.objective == "eps":  # eq. 6, plus L_p through the full stochastic chain
                 terms["eps"] = eps_loss(m, priors, teacher)
                 enhanced = m.enhance_priors(priors)

@@ -1,4 +1,4 @@
-"""Train CLIP-RestoreX in the paper's two stages (METHOD.md §7), nanoGPT-style.
+"""Train CLIP-RestoreX in the paper's two stages (docs/method.md §7), nanoGPT-style.
 
 Stage 1 feeds priors of the GT (CLIP + PEM-S1) to the Restormer; stage 2 starts from a stage-1 export,
 copies PEM-S1 into PEM-S2, freezes CLIP and PEM-S1 as the teacher and trains FFEDM, PEM-S2 and the
@@ -195,7 +195,7 @@ def validate(model: RestoreX, val: Dataset, stage: int, autocast: Any) -> tuple[
         with torch.inference_mode():
             for i in range(len(val)):
                 x, y = val[i]["input"][None].to(model.device), val[i]["target"]
-                out = model.restore(x, model.extract_priors(y[None].to(model.device), stage="reference"))
+                out = model.restore(x, model.extract_priors(y[None].to(model.device), source="reference"))
                 scores.append(image_metrics(out[0].float().cpu(), y))
     return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
 

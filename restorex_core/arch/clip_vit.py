@@ -1,4 +1,4 @@
-"""The CLIP image encoder that feeds the Prior Extraction Module (METHOD.md §2).
+"""The CLIP image encoder that feeds the Prior Extraction Module (docs/method.md §2).
 
 The trunk is open_clip's own ``VisionTransformer`` (a dependency, not a copy), built from a
 :class:`ClipVisionConfig`.  What this module adds is what the method needs around it:
@@ -121,7 +121,7 @@ class ClipVision(nn.Module):
         self.pruned = True
 
     def preprocess(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) in [0, 1] -> (B, 3, S, S) normalised, differentiable (squash resize, METHOD.md §2.3).
+        """(B, 3, H, W) in [0, 1] -> (B, 3, S, S) normalised, differentiable (squash resize, docs/method.md §2.3).
 
         Computed in fp32 whatever the trunk's dtype (bicubic resampling is fragile, and has no CPU bf16 kernel),
         then cast to the trunk's dtype.

@@ -1,4 +1,4 @@
-"""Prior Extraction Module heads (METHOD.md §3): one MLP per tapped CLIP block, feature -> prior P_i."""
+"""Prior Extraction Module heads (docs/method.md §3): one MLP per tapped CLIP block, feature -> prior P_i."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ class PEMConfig:
     in_dim: int = 768  # CLIP width
     dim: int = 256  # D, the prior size (DiffIR's IPR size; keeps injection at 2.65 M params)
     num_priors: int = 4  # one head per tapped block
-    token: TokenMode = "cls"  # Z_i = CLS token of block i (METHOD.md §1 #3)
-    input_norm: InputNorm = "none"  # "layernorm" tames the unnormalised residual stream (METHOD.md §3)
+    token: TokenMode = "cls"  # Z_i = CLS token of block i (docs/method.md §3.1)
+    input_norm: InputNorm = "none"  # "layernorm" tames the unnormalised residual stream (docs/method.md §3.2)
 
     def __post_init__(self) -> None:
         if self.token not in ("cls", "mean", "cls+mean"):

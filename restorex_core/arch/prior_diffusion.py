@@ -1,4 +1,4 @@
-"""FFEDM: the frequency-domain feature-enhancement diffusion model's networks (METHOD.md §4.2).
+"""FFEDM: the frequency-domain feature-enhancement diffusion model's networks (docs/method.md §4).
 
 Each prior P_i (B, D) is moved to the frequency domain with an orthonormal rfft, real and imaginary
 parts packed side by side (B, 2 * (D // 2 + 1)); a small conditional MLP denoises it there; the inverse
@@ -19,7 +19,7 @@ Objective = Literal["x0", "eps"]
 @dataclass(frozen=True, kw_only=True)
 class FFEDMConfig:
     prior_dim: int = 256  # D, must equal pem.dim
-    num_priors: int = 4  # one independent denoiser per prior (METHOD.md §1 #9)
+    num_priors: int = 4  # one independent denoiser per prior (docs/method.md §4.3)
     fft: bool = True  # False = the paper's "DM" ablation: diffuse P_i itself
     n_res: int = 1  # hidden Linear+LReLU layers after the input layer (DiffIR: 1)
     timesteps: int = 4  # T (DiffIR: 4)

@@ -1,4 +1,4 @@
-"""Restormer with prior injection (METHOD.md §5), written from the architecture description.
+"""Restormer with prior injection (docs/method.md §5), written from the architecture description.
 
 A 4-level U-Net of transformer blocks. Each block is
     x = x + MDTA(inject(LN(x), P)),   x = x + GDFN(inject(LN(x), P))
@@ -19,9 +19,10 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 Mapping = Literal["level", "sequential", "concat"]
-STAGES = ("encoder_level1", "encoder_level2", "encoder_level3", "latent",
+# The 8 Levels in forward order: these attribute names are the state-dict key prefixes, so they never change.
+LEVELS = ("encoder_level1", "encoder_level2", "encoder_level3", "latent",
           "decoder_level3", "decoder_level2", "decoder_level1", "refinement")
-STAGE_LEVEL = (0, 1, 2, 3, 2, 1, 0, 0)  # U-Net level of each stage, refinement at full resolution
+LEVEL_DEPTH = (0, 1, 2, 3, 2, 1, 0, 0)  # 2x downsamplings above each Level: 0 = full resolution (refinement too)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,7 +36,7 @@ class RestormerConfig:
     bias: bool = False
     prior_dim: int = 256  # D; 0 = no injection
     num_priors: int = 4
-    mapping: Mapping = "level"  # which prior feeds which stage (METHOD.md §5.3)
+    mapping: Mapping = "level"  # which prior feeds which Level (docs/method.md §5.3)
     scale_offset: bool = False  # inject (1 + W1 P) instead of W1 P: optional stabiliser, not in eq. 7
     checkpointing: bool = False  # activation checkpointing per block: -68% training memory, +20% time
 
@@ -48,18 +49,18 @@ class RestormerConfig:
         """Input size of each injection Linear."""
         return self.prior_dim * self.num_priors if self.mapping == "concat" else self.prior_dim
 
-    def stage_priors(self) -> tuple[int, ...]:
-        """Index of the prior each of the 8 stages receives (-1: the concatenation of all)."""
+    def level_priors(self) -> tuple[int, ...]:
+        """Index of the prior each of the 8 Levels receives (-1: the concatenation of all)."""
         n = self.num_priors
         if self.mapping == "concat":
-            return (-1,) * len(STAGES)
+            return (-1,) * len(LEVELS)
         if self.mapping == "level":  # P1 -> enc1/dec1/refine, P2 -> L2, P3 -> L3, P4 -> latent (for n = 4)
-            return tuple(round(level * (n - 1) / 3) for level in STAGE_LEVEL)
-        return tuple(s * n // len(STAGES) for s in range(len(STAGES)))  # sequential pairs along the forward path
+            return tuple(round(depth * (n - 1) / 3) for depth in LEVEL_DEPTH)
+        return tuple(i * n // len(LEVELS) for i in range(len(LEVELS)))  # sequential pairs along the forward path
 
 
 class LayerNorm2d(nn.Module):
-    """LayerNorm over channels per pixel, via F.layer_norm on a channels-last view (METHOD.md §9: 39% faster)."""
+    """LayerNorm over channels per pixel, via F.layer_norm on a channels-last view (docs/method.md §9: 39% faster)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -153,8 +154,9 @@ class TransformerBlock(nn.Module):
         return x + self.ffn(y)
 
 
-class Stage(nn.Module):
-    """A run of transformer blocks sharing one prior."""
+class Level(nn.Module):
+    """The transformer blocks of one U-Net level on one side (encoder, latent, decoder or refinement),
+    sharing one prior."""
 
     def __init__(self, dim: int, heads: int, depth: int, config: RestormerConfig) -> None:
         super().__init__()
@@ -190,33 +192,33 @@ class PriorRestormer(nn.Module):
         self.config = config
         c, nb, hd = config.dim, config.num_blocks, config.heads
         self.patch_embed = nn.Conv2d(config.in_channels, c, 3, padding=1, bias=config.bias)
-        self.encoder_level1 = Stage(c, hd[0], nb[0], config)
+        self.encoder_level1 = Level(c, hd[0], nb[0], config)
         self.down1_2 = downsample(c)
-        self.encoder_level2 = Stage(c * 2, hd[1], nb[1], config)
+        self.encoder_level2 = Level(c * 2, hd[1], nb[1], config)
         self.down2_3 = downsample(c * 2)
-        self.encoder_level3 = Stage(c * 4, hd[2], nb[2], config)
+        self.encoder_level3 = Level(c * 4, hd[2], nb[2], config)
         self.down3_4 = downsample(c * 4)
-        self.latent = Stage(c * 8, hd[3], nb[3], config)
+        self.latent = Level(c * 8, hd[3], nb[3], config)
         self.up4_3 = upsample(c * 8)
         self.reduce_chan_level3 = nn.Conv2d(c * 8, c * 4, 1, bias=config.bias)
-        self.decoder_level3 = Stage(c * 4, hd[2], nb[2], config)
+        self.decoder_level3 = Level(c * 4, hd[2], nb[2], config)
         self.up3_2 = upsample(c * 4)
         self.reduce_chan_level2 = nn.Conv2d(c * 4, c * 2, 1, bias=config.bias)
-        self.decoder_level2 = Stage(c * 2, hd[1], nb[1], config)
+        self.decoder_level2 = Level(c * 2, hd[1], nb[1], config)
         self.up2_1 = upsample(c * 2)  # no channel reduction at level 1: the decoder works at 2C
-        self.decoder_level1 = Stage(c * 2, hd[0], nb[0], config)
-        self.refinement = Stage(c * 2, hd[0], config.num_refinement_blocks, config)
+        self.decoder_level1 = Level(c * 2, hd[0], nb[0], config)
+        self.refinement = Level(c * 2, hd[0], config.num_refinement_blocks, config)
         self.output = nn.Conv2d(c * 2, config.in_channels, 3, padding=1, bias=config.bias)
 
     def route_priors(self, priors: list[Tensor] | None) -> list[Tensor | None]:
-        """The prior each of the 8 stages receives, in forward order."""
+        """The prior each of the 8 Levels receives, in forward order."""
         if self.config.prior_dim == 0:
-            return [None] * len(STAGES)
+            return [None] * len(LEVELS)
         if priors is None or len(priors) != self.config.num_priors:
             got = "none" if priors is None else len(priors)
             raise ValueError(f"this Restormer takes {self.config.num_priors} priors, got {got}")
         full = torch.cat(priors, dim=-1) if self.config.mapping == "concat" else None
-        return [full if i < 0 else priors[i] for i in self.config.stage_priors()]
+        return [full if i < 0 else priors[i] for i in self.config.level_priors()]
 
     @contextmanager
     def shared_attention(self, guide: Tensor, priors: list[Tensor] | None = None) -> Iterator[None]:
@@ -240,7 +242,7 @@ class PriorRestormer(nn.Module):
                 m.shared_mode, m.shared_attn = "off", None
 
     def forward(self, x: Tensor, priors: list[Tensor] | None = None) -> Tensor:
-        p = dict(zip(STAGES, self.route_priors(priors), strict=True))
+        p = dict(zip(LEVELS, self.route_priors(priors), strict=True))
         e1 = self.encoder_level1(self.patch_embed(x), p["encoder_level1"])  # (B, C, H, W)
         e2 = self.encoder_level2(self.down1_2(e1), p["encoder_level2"])  # (B, 2C, H/2, W/2)
         e3 = self.encoder_level3(self.down2_3(e2), p["encoder_level3"])  # (B, 4C, H/4, W/4)
@@ -264,11 +266,11 @@ def detect_plain_restormer(sd: dict[str, Tensor]) -> bool:
 def config_from_state_dict(sd: dict[str, Tensor]) -> RestormerConfig:
     """Restormer shape from an un-prefixed PriorRestormer state dict."""
 
-    def depth(stage: str) -> int:
-        return len({k.split(".")[2] for k in sd if k.startswith(f"{stage}.blocks.")})
+    def depth(level: str) -> int:
+        return len({k.split(".")[2] for k in sd if k.startswith(f"{level}.blocks.")})
 
-    def heads(stage: str) -> int:
-        return sd[f"{stage}.blocks.0.attn.temperature"].shape[0]
+    def heads(level: str) -> int:
+        return sd[f"{level}.blocks.0.attn.temperature"].shape[0]
 
     dim = sd["patch_embed.weight"].shape[0]
     kernel = sd.get("encoder_level1.blocks.0.inject_attn.kernel.weight")
@@ -276,9 +278,9 @@ def config_from_state_dict(sd: dict[str, Tensor]) -> RestormerConfig:
     return RestormerConfig(
         in_channels=sd["patch_embed.weight"].shape[1],
         dim=dim,
-        num_blocks=tuple(depth(s) for s in STAGES[:4]),
+        num_blocks=tuple(depth(s) for s in LEVELS[:4]),
         num_refinement_blocks=depth("refinement"),
-        heads=tuple(heads(s) for s in STAGES[:4]),
+        heads=tuple(heads(s) for s in LEVELS[:4]),
         ffn_expansion_factor=2.66 if hidden == int(dim * 2.66) else hidden / dim,
         bias="patch_embed.bias" in sd,
         prior_dim=0 if kernel is None else kernel.shape[1],

@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from .priors import Priors
+from restorex_core.priors import Priors
 
 # One colour per prior row (colour-blind safe Okabe-Ito palette).
 _COLOURS = ((0, 114, 178), (213, 94, 0), (0, 158, 115), (204, 121, 167), (230, 159, 0), (86, 180, 233))
@@ -96,7 +96,7 @@ def render_priors(priors: Priors, *, width: int = 896) -> Tensor:
     Returns:
         (B, 3, H, width) float32 in [0, 1].
     """
-    kind = priors.stage + (", enhanced" if priors.enhanced else "")
+    kind = priors.source + (", enhanced" if priors.enhanced else "")
     charts = []
     for b in range(priors.batch_size):
         caption = f"RestoreX priors  |  {kind}  |  image {b + 1} of {priors.batch_size}"

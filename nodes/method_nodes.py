@@ -1,4 +1,7 @@
-"""The method's three stages as nodes: ExtractCLIPPriors -> FFEDMEnhance -> RestormerInject."""
+"""The method's three parts as nodes: ExtractCLIPPriors -> FFEDMEnhance -> RestormerInject.
+
+Extract CLIP Priors keeps its input name ``stage`` (saved workflows refer to it); the core calls it ``source``.
+"""
 
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ class ExtractCLIPPriors:
     def extract(self, model: ManagedRestoreX, image: Tensor, stage: str) -> tuple[Priors]:
         net = model.load()
         with torch.inference_mode():
-            return (priors_out(net.extract_priors(model.image_in(image), stage=stage)),)
+            return (priors_out(net.extract_priors(model.image_in(image), source=stage)),)
 
 
 class FFEDMEnhance:

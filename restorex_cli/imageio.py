@@ -28,7 +28,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from .errors import ImageInputError
+from restorex_core.errors import ImageInputError
 
 logger = logging.getLogger(__name__)
 

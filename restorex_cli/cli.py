@@ -1,7 +1,7 @@
-"""Command line: ``python -m restorex_core correct|info``.
+"""Command line: ``python -m restorex_cli correct|info`` (``python -m restorex_core`` is an alias).
 
-    python -m restorex_core correct photo.jpg shots/ --out corrected/ [--weights FILE] [--tile 512]
-    python -m restorex_core info weights/restorex-default.safetensors
+    python -m restorex_cli correct photo.jpg shots/ --out corrected/ [--weights FILE] [--tile 512]
+    python -m restorex_cli info weights/restorex-default.safetensors
 
 Exit codes: 0 ok, 1 some images failed (each one reported, the others still written), 2 usage error,
 missing weights or a bad checkpoint, 130 interrupted (Ctrl-C; no half-written file is left behind).
@@ -23,11 +23,12 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from .checkpoint import FORMAT, load_checkpoint, read_header
-from .config import RestoreXConfig
-from .errors import CheckpointError, MissingWeightsError, RestoreXError
+from restorex_core.checkpoint import FORMAT, load_checkpoint, read_header
+from restorex_core.config import RestoreXConfig
+from restorex_core.errors import CheckpointError, MissingWeightsError, RestoreXError
+from restorex_core.model import RestoreX
+
 from .imageio import ACCEPTED, is_supported, read_image, write_image
-from .model import RestoreX
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class UsageError(RestoreXError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m restorex_core", description="CLIP-RestoreX exposure correction.")
+    parser = argparse.ArgumentParser(prog="python -m restorex_cli", description="CLIP-RestoreX exposure correction.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks of failures)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

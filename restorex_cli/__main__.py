@@ -1,0 +1,3 @@
+from restorex_cli.cli import main
+
+raise SystemExit(main())
