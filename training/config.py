@@ -68,6 +68,8 @@ class DataSection:
     val_pairs: str = "rule"
     synthetic_ratio: float = 0.0  # share of training items rendered by the synthetic exposure model
     synthetic_root: str = ""  # well-exposed photos for it; "" = the GT frames of the training scenes (stacks)
+    synthetic_exclude: tuple[str, ...] = ()  # sub-folders of synthetic_root held out (e.g. the validation photo sets)
+    synthetic_mix: bool = False  # stacks: photos of synthetic_root *and* the training scenes' GT frames
     ev_range: tuple[float, float] = (-3.0, 2.5)
     min_abs_ev: float = 0.5
     noise: bool = True  # Poisson-Gaussian sensor noise in synthetic renders

@@ -39,6 +39,49 @@ def l1_loss(output: Tensor, target: Tensor) -> Tensor:
     return F.l1_loss(output.float(), target.float())
 
 
+def _gaussian_blur(x: Tensor, sigma: float = 1.5, radius: int = 5) -> Tensor:
+    """Separable Gaussian blur of (B, C, H, W) with reflect padding (same size out)."""
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    g = torch.exp(-0.5 * (t / sigma) ** 2)
+    g = g / g.sum()
+    c = x.shape[1]
+    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def ssim_loss(output: Tensor, target: Tensor) -> Tensor:
+    """``1 - SSIM`` (11x11 Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03, data range 1), fp32.
+
+    The field's usual term against washed-out regression: unlike L1 it rewards local contrast and
+    structure, which a model hedging toward mid-grey loses.
+    """
+    x, y = output.float(), target.float()
+    mx, my = _gaussian_blur(x), _gaussian_blur(y)
+    vx = _gaussian_blur(x * x) - mx * mx
+    vy = _gaussian_blur(y * y) - my * my
+    cxy = _gaussian_blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    ssim = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return 1.0 - ssim.mean()
+
+
+def opponent_chroma(x: Tensor) -> Tensor:
+    """(B, 3, H, W) RGB -> (B, 2, H, W) opponent chroma (R - G, (R + G) / 2 - B): zero for greys."""
+    r, g, b = x.float().unbind(dim=1)
+    return torch.stack((r - g, 0.5 * (r + g) - b), dim=1)
+
+
+def colour_loss(output: Tensor, target: Tensor) -> Tensor:
+    """Colour term: L1 between the opponent chroma of output and target at 1/4 resolution (hue and
+    saturation of regions, not of noise), plus the mismatch of each image's mean chroma magnitude
+    (the desaturation that a per-pixel L1 tolerates when the model hedges toward grey)."""
+    co, ct = (F.avg_pool2d(opponent_chroma(t), 4, ceil_mode=True) for t in (output, target))
+    local = F.l1_loss(co, ct)
+    sat = (co.norm(dim=1).flatten(1).mean(1) - ct.norm(dim=1).flatten(1).mean(1)).abs().mean()
+    return local + sat
+
+
 def prior_loss(enhanced: Priors, teacher: Priors) -> Tensor:
     """Eq. 8: mean over priors and elements of ``|P'_i - P_gt_i|``; the teacher is detached."""
     return F.l1_loss(enhanced.stacked().float(), teacher.stacked().detach().float())
@@ -94,6 +137,8 @@ class LossWeights:
     l1: float = 1.0
     prior: float = 1.0  # L_p (stage 2)
     sap: float = 1.0  # L_SAP
+    ssim: float = 0.0  # 1 - SSIM on the output (not in the paper; the default recipe's answer to flat outputs)
+    colour: float = 0.0  # colour_loss (not in the paper; against desaturated outputs)
     eps: float = 1.0  # eq. 6 term, ffedm.objective = "eps" only
     sap_tokens: SapTokens = "prior"
     sap_encoder_grad: bool = False  # let L_SAP train a trainable encoder too (risks feature collapse)
@@ -135,6 +180,10 @@ class Objective(nn.Module):
         if not (diffusion_only and self.stage == 2 and use_priors):
             out = m.restormer(lq.to(m.dtype), vectors)  # (B, 3, H, W), unclamped
             terms["l1"] = l1_loss(out, gt)
+            if w.ssim > 0:
+                terms["ssim"] = ssim_loss(out, gt)
+            if w.colour > 0:
+                terms["colour"] = colour_loss(out, gt)
             if w.sap > 0:
                 terms["sap"] = sap_loss(m.clip, out, gt, token=m.config.pem.token, tokens=w.sap_tokens,
                                         encoder_grad=w.sap_encoder_grad)

@@ -127,7 +127,11 @@ def build_data(d: DataSection, seed: int) -> tuple[TrainStream, Any]:
     photos = None
     if d.synthetic_ratio > 0 or d.kind == "synthetic":
         if d.synthetic_root or d.kind == "synthetic":
-            photos = find_images(expand(d.synthetic_root or root))
+            base = Path(expand(d.synthetic_root or root))
+            held = tuple((base / e).resolve() for e in d.synthetic_exclude)
+            photos = [p for p in find_images(base) if not any(p.resolve().is_relative_to(h) for h in held)]
+            if d.synthetic_mix and d.kind == "stacks":
+                photos += StackDataset(root, scenes=scenes, exclude=held_out).gt_files()
         elif d.kind == "stacks":
             photos = StackDataset(root, scenes=scenes, exclude=held_out).gt_files()
         else:

@@ -1,0 +1,327 @@
+"""The default model's held-out validation: scores *and* the look, per subset, next to the baselines.
+
+Four subsets, all held out of training by ``training/configs/default_stage1.toml``:
+
+* ``stacks/under``, ``stacks/over``: the rule pairs (``pairs="rule"``) of the held-out stack scenes
+  (``data.val_scenes``): real under/over-exposed frames against a real, well-exposed frame;
+* ``photos/under``, ``photos/over``: every photo of the held-out photo sets (``data.synthetic_exclude``:
+  kodak24 and mcmaster) rendered through :mod:`training.synthetic`'s camera model at fixed, seeded EVs
+  (clipping, tone curve and Poisson-Gaussian noise), each photo once under- and once over-exposed,
+  the EVs cycling through :data:`UNDER_EVS` and :data:`OVER_EVS`.  Their targets are finished photos.
+
+Per subset and method: PSNR and SSIM (the papers' protocol, :mod:`training.metrics`), and two plain
+statistics of the look against the target, averaged over the images:
+
+* **chroma ratio**: mean CIELAB chroma ``C*ab`` of the output / that of the target (1 = as colourful,
+  below 1 = washed out);
+* **contrast ratio**: RMS contrast (standard deviation of CIELAB ``L*``) of the output / of the target
+  (1 = as contrasty, below 1 = flat or hazy).
+
+Usage (any number of ``--weights LABEL=FILE``; the baselines always run)::
+
+    python -m training.evaluate --suite heldout --data ../shared/data \\
+        --weights v2=weights/restorex-default.safetensors --weights v1=v1.safetensors --out eval/heldout
+    # plus a contact sheet of 12 held-out inputs / each model / targets:
+    python -m training.heldout --data ../shared/data --weights v1=v1.safetensors \\
+        --weights v2=weights/restorex-default.safetensors --sheet docs/heldout_contact_sheet.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .baselines import get_baseline
+from .config import read_toml
+from .evaluate import _write_atomic
+from .metrics import image_metrics
+from .stacks import StackDataset
+from .synthetic import SyntheticExposureDataset, find_images
+
+logger = logging.getLogger(__name__)
+
+UNDER_EVS = (-3.0, -2.0, -1.5)
+OVER_EVS = (1.0, 1.5, 2.0)
+SUBSETS = ("stacks/under", "stacks/over", "photos/under", "photos/over")
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default_stage1.toml"
+BASELINE_KEYS = ("identity", "auto-gamma", "he")
+
+Method = Callable[[Tensor], Tensor]  # (3, H, W) in [0, 1] -> (3, H, W) in [0, 1]
+
+
+# ------------------------------------------------------------------------------------- the look
+def srgb_to_lab(x: Tensor) -> Tensor:
+    """(3, H, W) or (B, 3, H, W) sRGB in [0, 1] -> CIELAB (D65), same shape, float64."""
+    x = x.detach().to(torch.float64).clamp(0.0, 1.0)
+    lin = torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+    m = torch.tensor([[0.4124564, 0.3575761, 0.1804375],
+                      [0.2126729, 0.7151522, 0.0721750],
+                      [0.0193339, 0.1191920, 0.9503041]], dtype=torch.float64, device=x.device)
+    xyz = torch.einsum("ij,...jhw->...ihw", m, lin)
+    white = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64, device=x.device).view(3, 1, 1)
+    t = xyz / white
+    f = torch.where(t > (6 / 29) ** 3, t.clamp_min(1e-12) ** (1 / 3), t / (3 * (6 / 29) ** 2) + 4 / 29)
+    fx, fy, fz = f.unbind(dim=-3)
+    return torch.stack((116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)), dim=-3)
+
+
+def look_stats(image: Tensor) -> tuple[float, float]:
+    """(mean CIELAB chroma C*ab, RMS contrast = std of L*) of one (3, H, W) image in [0, 1]."""
+    lab = srgb_to_lab(image[:3])
+    chroma = torch.sqrt(lab[1] ** 2 + lab[2] ** 2).mean()
+    return float(chroma), float(lab[0].std())
+
+
+def look_ratios(output: Tensor, target: Tensor) -> tuple[float, float]:
+    """(chroma ratio, contrast ratio) of output against target; 1.0 means the target's look."""
+    (co, ko), (ct, kt) = look_stats(output), look_stats(target)
+    return co / max(ct, 1e-6), ko / max(kt, 1e-6)
+
+
+# ------------------------------------------------------------------------------------ the subsets
+class _Cycled(Dataset):
+    """Each photo once under- and once over-exposed, the EVs cycling through the fixed lists."""
+
+    def __init__(self, files: Sequence[Path], seed: int) -> None:
+        self.files = list(files)
+        self.under = SyntheticExposureDataset(self.files, evs=UNDER_EVS, seed=seed)
+        self.over = SyntheticExposureDataset(self.files, evs=OVER_EVS, seed=seed)
+
+    def __len__(self) -> int:
+        return 2 * len(self.files)
+
+    def __getitem__(self, i: int) -> dict:
+        photo, over = divmod(i, 2)
+        k = len(UNDER_EVS)
+        item = (self.over if over else self.under)[photo * k + photo % k]
+        return {**item, "exposure": "over" if over else "under"}
+
+
+@dataclass
+class Subset:
+    name: str
+    dataset: Dataset
+    indices: list[int]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> dict:
+        return self.dataset[self.indices[k]]
+
+
+def heldout_subsets(data_root: str | Path, *, config: str | Path = DEFAULT_CONFIG, seed: int = 0) -> list[Subset]:
+    """The four held-out subsets of the default recipe (module docstring), read from ``data_root``
+    (the folder holding ``stacks/`` and ``photos/``) and the held-out lists of ``config``."""
+    data = read_toml(config)["data"]
+    root = Path(data_root)
+    stacks = StackDataset(root / "stacks", scenes=data["val_scenes"], pairs="rule")
+    photo_root = root / "photos"
+    files = [p for s in data.get("synthetic_exclude", ()) for p in find_images(photo_root / s)]
+    photos = _Cycled(files, seed)
+    st_under = [i for i, p in enumerate(stacks.pairs) if p.exposure == "under"]
+    st_over = [i for i, p in enumerate(stacks.pairs) if p.exposure == "over"]
+    return [Subset("stacks/under", stacks, st_under), Subset("stacks/over", stacks, st_over),
+            Subset("photos/under", photos, list(range(0, len(photos), 2))),
+            Subset("photos/over", photos, list(range(1, len(photos), 2)))]
+
+
+# --------------------------------------------------------------------------------------- scoring
+@dataclass(frozen=True)
+class Row:
+    method: str
+    subset: str
+    name: str
+    psnr: float
+    ssim: float
+    chroma: float
+    contrast: float
+
+
+def model_method(model: torch.nn.Module, *, seed: int = 0, tile: int | None = None) -> Method:
+    """A RestoreX as a Method: ``model.correct`` under inference mode, seed fixed."""
+    def run(x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return model.correct(x[None].to(model.device, model.dtype), seed=seed, tile=tile)[0].float().cpu()
+    return run
+
+
+def baseline_methods() -> dict[str, Method]:
+    out = {}
+    for key in BASELINE_KEYS:
+        b = get_baseline(key)
+        out[b.label] = (lambda fn: (lambda x: fn(x, None)))(b.fn)
+    return out
+
+
+def score(methods: dict[str, Method], subsets: Sequence[Subset], *, limit: int | None = None) -> list[Row]:
+    """Every method on every item of every subset; ``limit`` caps the items per subset."""
+    rows: list[Row] = []
+    t0 = time.monotonic()
+    for sub in subsets:
+        n = len(sub) if limit is None else min(limit, len(sub))
+        for k in range(n):
+            item = sub[k]
+            x, y = item["input"], item["target"]
+            for label, fn in methods.items():
+                out = fn(x).clamp(0, 1)
+                rows.append(Row(label, sub.name, item["name"], *image_metrics(out, y), *look_ratios(out, y)))
+        logger.info("%s: %d images (%.0f s)", sub.name, n, time.monotonic() - t0)
+    return rows
+
+
+def summarise(rows: Sequence[Row]) -> dict[tuple[str, str], tuple[float, float, float, float, int]]:
+    """(method, subset) -> (PSNR, SSIM, chroma ratio, contrast ratio, n), means over images."""
+    out = {}
+    for key in dict.fromkeys((r.method, r.subset) for r in rows):
+        rs = [r for r in rows if (r.method, r.subset) == key]
+        out[key] = (*(sum(getattr(r, f) for r in rs) / len(rs) for f in ("psnr", "ssim", "chroma", "contrast")),
+                    len(rs))
+    return out
+
+
+def markdown(rows: Sequence[Row], command: str = "") -> str:
+    summary = summarise(rows)
+    methods = list(dict.fromkeys(r.method for r in rows))
+    subsets = list(dict.fromkeys(r.subset for r in rows))
+    parts = ["# Held-out validation of the default recipe", ""]
+    if command:
+        parts += [f"Command: `{command}`", ""]
+    parts += ["PSNR (dB) / SSIM on RGB, 8-bit rounded, full resolution; chroma = mean CIELAB C*ab and "
+              "contrast = std of L*, each as a ratio to the target's (1.00 = the target's look).", ""]
+    for sub in subsets:
+        n = summary[(methods[0], sub)][4]
+        parts += [f"## {sub} ({n} images)", "", "| method | PSNR | SSIM | chroma ratio | contrast ratio |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        for m in methods:
+            p, s, c, k, _ = summary[(m, sub)]
+            parts.append(f"| {m} | {p:.2f} | {s:.4f} | {c:.3f} | {k:.3f} |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def write(rows: Sequence[Row], out_dir: str | Path, command: str = "") -> list[Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["method", "subset", "name", "psnr", "ssim", "chroma_ratio", "contrast_ratio"])
+    w.writerows([r.method, r.subset, r.name, f"{r.psnr:.4f}", f"{r.ssim:.6f}", f"{r.chroma:.5f}",
+                 f"{r.contrast:.5f}"] for r in rows)
+    summary = io.StringIO()
+    w = csv.writer(summary)
+    w.writerow(["method", "subset", "images", "psnr", "ssim", "chroma_ratio", "contrast_ratio"])
+    w.writerows([m, s, n, f"{p:.4f}", f"{q:.6f}", f"{c:.5f}", f"{k:.5f}"]
+                for (m, s), (p, q, c, k, n) in summarise(rows).items())
+    files = {"heldout_results.csv": buf.getvalue(), "heldout_summary.csv": summary.getvalue(),
+             "heldout_summary.md": markdown(rows, command)}
+    return [_write_atomic(out / name, text) for name, text in files.items()]
+
+
+# ---------------------------------------------------------------------------------- contact sheet
+def contact_sheet(methods: dict[str, Method], subsets: Sequence[Subset], path: str | Path, *,
+                  per_subset: int = 3, cell: int = 256) -> Path:
+    """A PNG grid: one row per held-out item (``per_subset`` spread over each subset), columns
+    input | each method | target, every cell ``cell`` pixels wide, labelled on top."""
+    from PIL import Image, ImageDraw
+
+    items = []
+    for sub in subsets:
+        picks = [round(j * (len(sub) - 1) / max(1, per_subset - 1)) for j in range(per_subset)] if len(sub) else []
+        items += [(sub.name, sub[k]) for k in dict.fromkeys(picks)]
+    columns = ["input", *methods, "target"]
+    label_h = 22
+    tiles: list[list[Image.Image]] = []
+    for _, item in items:
+        x, y = item["input"], item["target"]
+        imgs = [x, *(fn(x).clamp(0, 1) for fn in methods.values()), y]
+        h, w = y.shape[-2:]
+        size = (cell, max(1, round(h * cell / w)))
+        tiles.append([Image.fromarray((t.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).resize(
+            size, Image.LANCZOS) for t in imgs])
+    heights = [row[0].size[1] for row in tiles]
+    sheet = Image.new("RGB", (cell * len(columns), label_h + sum(heights) + label_h * len(items)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, name in enumerate(columns):
+        draw.text((c * cell + 4, 4), name, fill="black")
+    top = label_h
+    for (sub_name, item), row, h in zip(items, tiles, heights, strict=True):
+        draw.text((4, top + 4), f"{sub_name}: {item['name']}", fill="black")
+        top += label_h
+        for c, tile in enumerate(row):
+            sheet.paste(tile, (c * cell, top))
+        top += h
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    sheet.save(tmp, format="PNG", optimize=True)
+    tmp.replace(path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def _weights(specs: Sequence[str]) -> list[tuple[str, str]]:
+    out = []
+    for spec in specs:
+        label, sep, path = spec.partition("=")
+        if not sep:
+            label, path = Path(spec).stem, spec
+        out.append((label, path))
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="the folder holding stacks/ and photos/ (e.g. ../shared/data)")
+    p.add_argument("--weights", action="append", default=[], metavar="LABEL=FILE",
+                   help="a RestoreX checkpoint to score (repeatable); LABEL names its rows")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="the config whose held-out lists to use")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--tile", type=int, help="tile size for the models (memory bound)")
+    p.add_argument("--limit", type=int, help="score at most N images per subset")
+    p.add_argument("--out", default="out/heldout", help="folder for the CSV and Markdown summaries")
+    p.add_argument("--sheet", help="also write a contact sheet PNG of 12 held-out items here")
+    p.add_argument("--no-score", action="store_true", help="only the contact sheet")
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> list[Row]:
+    from restorex_core import load_checkpoint
+
+    subsets = heldout_subsets(args.data, config=args.config)
+    methods: dict[str, Method] = {}
+    for label, path in _weights(args.weights):
+        methods[label] = model_method(load_checkpoint(path, device=args.device), tile=args.tile)
+    rows: list[Row] = []
+    if not args.no_score:
+        rows = score({**methods, **baseline_methods()}, subsets, limit=args.limit)
+        command = "python -m training.heldout " + " ".join(argv)
+        paths = write(rows, args.out, command)
+        print(markdown(rows, command))
+        print("wrote " + ", ".join(str(p) for p in paths))
+    if args.sheet:
+        if not methods:
+            raise SystemExit("--sheet needs at least one --weights")
+        print(f"wrote {contact_sheet(methods, subsets, args.sheet)}")
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> list[Row]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="python -m training.heldout", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run(p.parse_args(argv), argv)
+
+
+if __name__ == "__main__":
+    main()
