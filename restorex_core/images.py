@@ -63,6 +63,19 @@ def split_channels(images: Tensor) -> SplitChannels:
     return SplitChannels(images, None, False)
 
 
+def pad_border(x: Tensor, margin: int) -> Tensor:
+    """Mirror ``margin`` pixels onto all four sides (replicate where the image is too small to mirror).
+
+    The Restormer's convolutions zero-pad at the image border, which it otherwise renders as a
+    one-pixel coloured line along the edges; with a mirrored margin no output pixel is a border pixel.
+    """
+    if margin <= 0:
+        return x
+    h, w = x.shape[-2:]
+    mode = "reflect" if margin < h and margin < w else "replicate"
+    return F.pad(x, (margin, margin, margin, margin), mode=mode)
+
+
 def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
     """Pad bottom/right to a multiple (reflect where the image is large enough, else replicate)."""
     h, w = x.shape[-2:]

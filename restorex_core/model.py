@@ -15,13 +15,14 @@ from .arch.prior_diffusion import FFEDM
 from .arch.restormer import PriorRestormer
 from .config import RestoreXConfig
 from .errors import ClipWeightsError
-from .images import check_images, pad_to_multiple, split_channels
+from .images import check_images, pad_border, pad_to_multiple, split_channels
 from .pipeline import sample_priors
 from .priors import Priors
 from .scheduler import DDPMScheduler
 from .tiling import tiled_apply
 
 Progress = Callable[[int, int], None]
+BORDER = 8  # mirrored margin around every image the Restormer sees (images.pad_border): no edge line
 _CLIP_SHAPE_FIELDS = ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio")
 
 
@@ -155,20 +156,20 @@ class RestoreX(nn.Module):
             padded, (h, w) = pad_to_multiple(x.to(self.device, self.dtype), self.restormer.multiple_of)
             return self.restormer(padded, vectors)[:, :, :h, :w]
 
-        rgb = split.rgb
-        if tile is None or (rgb.shape[-2] <= tile and rgb.shape[-1] <= tile):
-            out = run(rgb)
+        rgb, (h0, w0), m = split.rgb, split.rgb.shape[-2:], BORDER
+        if tile is None or (h0 <= tile and w0 <= tile):
+            out = run(pad_border(rgb, m))[:, :, m:m + h0, m:m + w0]
             if progress is not None:
                 progress(1, 1)
         else:  # pad the whole image first, so border tiles see the same padding as an untiled run
-            padded, (h, w) = pad_to_multiple(rgb, self.restormer.multiple_of)
+            padded, _ = pad_to_multiple(pad_border(rgb, m), self.restormer.multiple_of)
             ph, pw = padded.shape[-2:]
             scale = min(1.0, guide_size / max(ph, pw))
             guide = padded if scale == 1.0 else F.interpolate(
                 padded, size=(max(8, round(ph * scale)), max(8, round(pw * scale))), mode="bilinear", antialias=True)
             guide, _ = pad_to_multiple(guide.to(self.device, self.dtype), self.restormer.multiple_of)
             with self.restormer.shared_attention(guide, vectors):
-                out = tiled_apply(run, padded, tile=tile, overlap=overlap, progress=progress)[:, :, :h, :w]
+                out = tiled_apply(run, padded, tile=tile, overlap=overlap, progress=progress)[:, :, m:m + h0, m:m + w0]
         out = out.to(images.device, images.dtype).clamp(0.0, 1.0)
         return split.merge(out)
 

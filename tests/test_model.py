@@ -94,7 +94,7 @@ def test_tiled_output_within_2_of_255_of_untiled(tiny_model):
         whole = tiny_model.restore(img, pri)
         tiled = tiny_model.restore(img, pri, tile=128, overlap=32, progress=lambda d, t: calls.append((d, t)))
     assert (whole - tiled).abs().max().item() * 255 <= 2.0
-    assert calls[-1] == (25, 25)  # 5 x 5 tiles of 128 with stride 96 over 512
+    assert calls[-1] == (36, 36)  # 6 x 6 tiles of 128 with stride 96 over 512 + 2 x 8 mirrored border = 528
 
 
 def test_gray_and_rgba_inputs(tiny_model):

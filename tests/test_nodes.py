@@ -395,8 +395,8 @@ def test_tiling_runs_every_tile_and_matches_the_core(pack, loaded, tiny, comfy):
     img = image(h=72, w=80)
     comfy.bars.clear()
     out = staged(pack, loaded, img, seed=6, tile=32, overlap=8)
-    tiles = len(tile_starts(72, 32, 8)) * len(tile_starts(80, 32, 8))
-    assert tiles == 9 and comfy.bars[-1].updates[-1] == (9, 9) and len(comfy.bars[-1].updates) == 9
+    tiles = len(tile_starts(72 + 16, 32, 8)) * len(tile_starts(80 + 16, 32, 8))  # + the 8-pixel mirrored border
+    assert tiles == 16 and comfy.bars[-1].updates[-1] == (16, 16) and len(comfy.bars[-1].updates) == 16
     torch.testing.assert_close(out, reference_correct(tiny, img, seed=6, tile=32, overlap=8))
     assert not torch.equal(out, staged(pack, loaded, img, seed=6))  # untiled differs: tiling did happen
 
