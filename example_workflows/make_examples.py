@@ -26,6 +26,9 @@ SOCKETS = {
                                 [("image", "IMAGE")]),
     "RestoreXExposureCorrect": ([("model", "RESTOREX_MODEL"), ("image", "IMAGE"), ("mask", "MASK")],
                                 [("image", "IMAGE")]),
+    "RestoreXExposureCorrectVideo": ([("model", "RESTOREX_MODEL"), ("frames", "IMAGE"), ("mask", "MASK")],
+                                     [("frames", "IMAGE")]),
+    "SaveAnimatedWEBP": ([("images", "IMAGE")], []),
     "RestoreXBlendPriors": ([("priors", "RESTOREX_PRIORS"), ("toward", "RESTOREX_PRIORS")],
                             [("priors", "RESTOREX_PRIORS")]),
     "RestoreXVisualizePriors": ([("priors", "RESTOREX_PRIORS")], [("chart", "IMAGE")]),
@@ -33,9 +36,11 @@ SOCKETS = {
 DISPLAY = {"LoadImage": "Load Image", "SaveImage": "Save Image", "PreviewImage": "Preview Image",
            "LoadRestoreXModel": "Load RestoreX Model", "RestoreXExtractCLIPPriors": "RestoreX Extract CLIP Priors",
            "RestoreXFFEDMEnhance": "RestoreX FFEDM Enhance", "RestoreXRestormerInject": "RestoreX Restormer Inject",
-           "RestoreXExposureCorrect": "RestoreX Exposure Correct", "RestoreXBlendPriors": "RestoreX Blend Priors",
+           "RestoreXExposureCorrect": "RestoreX Exposure Correct",
+           "RestoreXExposureCorrectVideo": "RestoreX Exposure Correct (Video)", "SaveAnimatedWEBP": "SaveAnimatedWEBP",
+           "RestoreXBlendPriors": "RestoreX Blend Priors",
            "RestoreXVisualizePriors": "RestoreX Visualize Priors"}
-SIZES = {"LoadImage": [340, 340], "PreviewImage": [340, 140], "SaveImage": [340, 140]}
+SIZES = {"LoadImage": [340, 340], "PreviewImage": [340, 140], "SaveImage": [340, 140], "SaveAnimatedWEBP": [340, 340]}
 CONTROL = "control_after_generate"  # the UI-only widget that follows a seed
 UI_ONLY = {"upload", CONTROL}
 
@@ -55,6 +60,14 @@ def image(nid: int, pos: tuple[int, int], name: str, title: str) -> dict:
 
 
 WORKFLOWS = {
+    "restorex_video": [  # Load Image reads every frame of an animated WebP / PNG / GIF as one IMAGE batch
+        image(1, (40, 60), "example_clip.webp", "Badly exposed clip (animated WebP)"),
+        loader(2, (40, 460)),
+        node(3, "RestoreXExposureCorrectVideo", (420, 60), links={"model": (2, 0), "frames": (1, 0)}, window=9,
+             seed=0, control_after_generate="fixed", steps=0, strength=1.0, feather=16, tile=0, overlap=32),
+        node(4, "SaveAnimatedWEBP", (800, 60), links={"images": (3, 0)}, filename_prefix="RestoreX/video", fps=24.0,
+             lossless=True, quality=90, method="default"),
+    ],
     "restorex_one_node": [
         image(1, (40, 60), "example.png", "Badly exposed photo"),
         loader(2, (40, 460)),

@@ -11,6 +11,7 @@ from .correct import ExposureCorrect
 from .loader import LoadRestoreXModel
 from .method_nodes import ExtractCLIPPriors, FFEDMEnhance, RestormerInject
 from .priors_tools import BlendPriors, VisualizePriors
+from .video import ExposureCorrectVideo
 
 NODE_CLASS_MAPPINGS = {
     "LoadRestoreXModel": LoadRestoreXModel,
@@ -18,6 +19,7 @@ NODE_CLASS_MAPPINGS = {
     "RestoreXFFEDMEnhance": FFEDMEnhance,
     "RestoreXRestormerInject": RestormerInject,
     "RestoreXExposureCorrect": ExposureCorrect,
+    "RestoreXExposureCorrectVideo": ExposureCorrectVideo,
     "RestoreXBlendPriors": BlendPriors,
     "RestoreXVisualizePriors": VisualizePriors,
 }
@@ -28,6 +30,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "RestoreXFFEDMEnhance": "RestoreX FFEDM Enhance",
     "RestoreXRestormerInject": "RestoreX Restormer Inject",
     "RestoreXExposureCorrect": "RestoreX Exposure Correct",
+    "RestoreXExposureCorrectVideo": "RestoreX Exposure Correct (Video)",
     "RestoreXBlendPriors": "RestoreX Blend Priors",
     "RestoreXVisualizePriors": "RestoreX Visualize Priors",
 }

@@ -8,7 +8,7 @@ from torch import Tensor
 from restorex_core.compose import correct_blended
 
 from .method_nodes import CATEGORY, MODEL, OVERLAP, SEED, STEPS, TILE
-from .runtime import ManagedRestoreX, image_out, run_tiled
+from .runtime import ManagedRestoreX, image_out, interrupt, run_tiled
 
 
 class ExposureCorrect:
@@ -16,7 +16,7 @@ class ExposureCorrect:
     the staged graph with the same seed, steps and tile."""
 
     @classmethod
-    def INPUT_TYPES(cls):  # noqa: N802, ANN206
+    def INPUT_TYPES(cls):
         return {
             "required": {
                 "model": MODEL,
@@ -38,10 +38,10 @@ class ExposureCorrect:
 
     def correct(self, model: ManagedRestoreX, image: Tensor, seed: int, steps: int, strength: float, feather: int,
                 tile: int, overlap: int, mask: Tensor | None = None) -> tuple[Tensor]:
-        def run(net, x, tile_, overlap_, report):  # noqa: ANN001, ANN202
+        def run(net, x, tile_, overlap_, report):
             return correct_blended(net, x, seed=seed, steps=steps or None, tile=tile_, overlap=overlap_,
                                    strength=strength, mask=None if mask is None else mask.to(x.device),
-                                   feather=feather, progress=report)
+                                   feather=feather, progress=report, interrupt=interrupt)
 
         with torch.inference_mode():
             return (image_out(run_tiled(model, image, run, tile=tile, overlap=overlap), image),)

@@ -62,7 +62,7 @@ class LoadRestoreXModel:
     when a RestoreX node runs and is offloaded when another model needs the memory."""
 
     @classmethod
-    def INPUT_TYPES(cls):  # noqa: N802, ANN206 - ComfyUI's name
+    def INPUT_TYPES(cls):  # ComfyUI's name
         return {"required": {
             "model_name": (paths.model_files(), {"tooltip": "RestoreX checkpoint in models/restorex/ (or this "
                                                             "pack's weights/ folder)."}),
@@ -83,11 +83,11 @@ class LoadRestoreXModel:
     DESCRIPTION = " ".join(__doc__.split())
 
     @classmethod
-    def VALIDATE_INPUTS(cls, model_name):  # noqa: N802, ANN206 - replaces the combo check: says where it looked
+    def VALIDATE_INPUTS(cls, model_name):  # replaces the combo check: says where it looked
         return paths.validate_model(model_name)
 
     @classmethod
-    def IS_CHANGED(cls, model_name, clip_name, device, dtype):  # noqa: N802, ANN206 - a replaced file reloads
+    def IS_CHANGED(cls, model_name, clip_name, device, dtype):  # a replaced file reloads
         return paths.fingerprint(model_name, clip_name)
 
     def load(self, model_name: str, clip_name: str, device: str, dtype: str) -> tuple[ManagedRestoreX]:

@@ -1,38 +1,28 @@
-"""How much memory a Restormer pass needs, and the tile that fits in what ComfyUI reports free.
-
-Sizing for the host's memory manager, not part of the method: ``run_tiled`` in runtime.py asks ComfyUI to
-free this much before it loads the model, and picks the tile from the free memory it then reports.
+"""ComfyUI's side of memory sizing: what to ask its model management to free, and the tile that fits in the
+memory it then reports free. The cost model itself (measured bytes per pixel, tile planning) is the core's
+(restorex_core.memory), shared with the command line.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from restorex_core.arch.restormer import RestormerConfig
+from restorex_core.memory import HEADROOM, image_bytes, plan_tiles, restormer_bytes_per_pixel
+from restorex_core.model import BORDER
 
 
-def restore_bytes_per_pixel(config: RestormerConfig, dtype: torch.dtype) -> int:
-    """Peak activation memory of one Restormer forward per input pixel (upper estimate).
-
-    The widest full-resolution levels (decoder level 1 and refinement, 2 * dim channels) hold the block
-    input, the LayerNorm output, 3 * 2 * dim q/k/v channels and their depthwise conv, and the gated FFN's
-    2 * ffn * 2 * dim hidden channels, plus the encoder skip; about 32 * dim values per pixel. Add the
-    input/output images and padding.
-    """
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    return int(32 * config.dim * itemsize + 16 * 4)
+def memory_required(config: RestormerConfig, dtype: torch.dtype, *, batch: int, height: int, width: int,
+                    tile: int | None) -> int:
+    """Bytes to ask ComfyUI to free before a run: one pass over the tile (or the whole image) plus the
+    whole-image buffers."""
+    h, w = height + 2 * BORDER, width + 2 * BORDER
+    pixels = h * w if tile is None else min(tile, h) * min(tile, w)
+    return restormer_bytes_per_pixel(config, dtype) * pixels * batch + image_bytes(h, w, batch)
 
 
-def tile_for_memory(free_bytes: int, *, height: int, width: int, bytes_per_pixel: int, min_tile: int = 128,
-                    multiple: int = 64, headroom: float = 0.5) -> int | None:
-    """The tile size that fits in ``headroom * free_bytes``, or None when the whole image fits untiled.
-
-    Returns a multiple of ``multiple``, never below ``min_tile``.
-    """
-    budget = max(free_bytes, 0) * headroom
-    if height * width * bytes_per_pixel <= budget:
-        return None
-    side = int(math.sqrt(budget / bytes_per_pixel)) // multiple * multiple
-    return max(min_tile, side)
+def tile_for_free_memory(config: RestormerConfig, dtype: torch.dtype, free_bytes: int, *, batch: int, height: int,
+                         width: int) -> int | None:
+    """The tile whose pass fits in HEADROOM x ComfyUI's free memory (None: the whole image fits untiled)."""
+    return plan_tiles(config, dtype, height=height + 2 * BORDER, width=width + 2 * BORDER, batch=batch,
+                      budget=int(max(free_bytes, 0) * HEADROOM)).tile

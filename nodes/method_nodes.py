@@ -10,7 +10,7 @@ from torch import Tensor
 
 from restorex_core import Priors
 
-from .runtime import ManagedRestoreX, image_out, priors_out, progress, run_tiled
+from .runtime import ManagedRestoreX, image_out, interrupt, priors_out, progress, run_tiled
 
 CATEGORY = "image/restoration/RestoreX"
 MODEL = ("RESTOREX_MODEL", {"tooltip": "From Load RestoreX Model."})
@@ -28,7 +28,7 @@ class ExtractCLIPPriors:
     """CLIP block features of the image -> four prior vectors (the Prior Extraction Module)."""
 
     @classmethod
-    def INPUT_TYPES(cls):  # noqa: N802, ANN206
+    def INPUT_TYPES(cls):
         return {"required": {
             "model": MODEL,
             "image": ("IMAGE", {"tooltip": "The image the priors describe (RGB, RGBA or any batch)."}),
@@ -44,6 +44,7 @@ class ExtractCLIPPriors:
     def extract(self, model: ManagedRestoreX, image: Tensor, stage: str) -> tuple[Priors]:
         net = model.load()
         with torch.inference_mode():
+            interrupt()
             return (priors_out(net.extract_priors(model.image_in(image), source=stage)),)
 
 
@@ -51,7 +52,7 @@ class FFEDMEnhance:
     """Fourier-domain diffusion (FFEDM) turns a badly exposed photo's priors into a well-exposed image's."""
 
     @classmethod
-    def INPUT_TYPES(cls):  # noqa: N802, ANN206
+    def INPUT_TYPES(cls):
         return {"required": {"model": MODEL, "priors": ("RESTOREX_PRIORS", {"tooltip": "Input-stage priors from "
                              "Extract CLIP Priors."}), "seed": SEED, "steps": STEPS}}
 
@@ -62,7 +63,7 @@ class FFEDMEnhance:
     def enhance(self, model: ManagedRestoreX, priors: Priors, seed: int, steps: int) -> tuple[Priors]:
         net = model.load()
         with torch.inference_mode():
-            out = net.enhance_priors(priors, steps=steps or None, seed=seed, callback=progress())
+            out = net.enhance_priors(priors, steps=steps or None, seed=seed, callback=progress(), interrupt=interrupt)
         return (priors_out(out),)
 
 
@@ -70,7 +71,7 @@ class RestormerInject:
     """The prior-injected Restormer: corrects the image guided by the priors (tiled, out-of-memory safe)."""
 
     @classmethod
-    def INPUT_TYPES(cls):  # noqa: N802, ANN206
+    def INPUT_TYPES(cls):
         return {"required": {
             "model": MODEL,
             "image": ("IMAGE", {"tooltip": "The image to correct; RGBA keeps its alpha untouched."}),
@@ -84,8 +85,8 @@ class RestormerInject:
     DESCRIPTION = " ".join(__doc__.split())
 
     def inject(self, model: ManagedRestoreX, image: Tensor, priors: Priors, tile: int, overlap: int) -> tuple[Tensor]:
-        def run(net, x, tile_, overlap_, report):  # noqa: ANN001, ANN202
-            return net.restore(x, priors, tile=tile_, overlap=overlap_, progress=report)
+        def run(net, x, tile_, overlap_, report):
+            return net.restore(x, priors, tile=tile_, overlap=overlap_, progress=report, interrupt=interrupt)
 
         with torch.inference_mode():
             return (image_out(run_tiled(model, image, run, tile=tile, overlap=overlap), image),)

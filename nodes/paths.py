@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from restorex_core.errors import MissingWeightsError
+from restorex_core.loading import ACCEPTED_CLIP
 
 FOLDER = "restorex"
 CLIP_FOLDER = "clip_vision"
@@ -19,8 +20,7 @@ DEFAULT_WEIGHTS = "restorex-default.safetensors"
 PACK_WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
 WEIGHTS_SOURCE = (f"'{DEFAULT_WEIGHTS}' ships in this pack's weights/ folder (see the README's 'Weights' "
                   "section); other checkpoints come from training/train.py")
-CLIP_SOURCE = ("the OpenAI CLIP ViT-B/32 image encoder: open_clip's 'ViT-B-32-quickgelu' / 'openai' weights "
-               "(open_clip_model.safetensors from the Hugging Face repo timm/vit_base_patch32_clip_224.openai)")
+CLIP_SOURCE = f"the OpenAI CLIP ViT-B/32 image encoder (accepted files: {ACCEPTED_CLIP})"
 
 
 def register() -> None:

@@ -16,7 +16,7 @@ class BlendPriors:
     """Mixes two sets of priors, e.g. a photo's enhanced priors toward a reference photo's."""
 
     @classmethod
-    def INPUT_TYPES(cls):  # noqa: N802, ANN206
+    def INPUT_TYPES(cls):
         return {"required": {
             "priors": ("RESTOREX_PRIORS", {"tooltip": "Priors at weight 0 (e.g. the photo's enhanced priors)."}),
             "toward": ("RESTOREX_PRIORS", {"tooltip": "Priors at weight 1 (e.g. a reference photo's). A single set "
@@ -37,7 +37,7 @@ class VisualizePriors:
     """Draws the prior vectors and their Fourier amplitudes as an image (connect it to Preview Image)."""
 
     @classmethod
-    def INPUT_TYPES(cls):  # noqa: N802, ANN206
+    def INPUT_TYPES(cls):
         return {"required": {
             "priors": ("RESTOREX_PRIORS", {"tooltip": "Any priors: extracted, enhanced or blended."}),
             "width": ("INT", {"default": 896, "min": 400, "max": 4096, "step": 16, "tooltip": "Chart width in "

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from restorex_core import RestoreX
 from restorex_core.priors import Priors
 
-from .memory import restore_bytes_per_pixel, tile_for_memory
+from .memory import memory_required, tile_for_free_memory
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ MIN_TILE = 64  # below this a tile is mostly overlap; the OOM back-off gives up
 Progress = Callable[[int, int], None]
 
 
-def comfy_mm():  # noqa: ANN201 - comfy.model_management, imported lazily
+def comfy_mm():  # comfy.model_management, imported lazily
     import comfy.model_management
 
     return comfy.model_management
@@ -95,6 +95,11 @@ def priors_out(priors: Priors) -> Priors:
     return priors.to(comfy_mm().intermediate_device())
 
 
+def interrupt() -> None:
+    """An interrupt point for the core's ``interrupt=`` arguments: raises when the user pressed Cancel."""
+    comfy_mm().throw_exception_if_processing_interrupted()
+
+
 def progress() -> Progress:
     """A (done, total) callback driving a ComfyUI progress bar; every call is an interrupt point."""
     mm = comfy_mm()
@@ -128,14 +133,13 @@ def run_tiled(managed: ManagedRestoreX, image: Tensor, run: Runner, *, tile: int
     if image.ndim != 4:
         raise ValueError(f"an IMAGE must be (B, H, W, C), got shape {tuple(image.shape)}")
     b, h, w, _ = image.shape
-    per_pixel = restore_bytes_per_pixel(managed.model.config.restormer, managed.dtype)
-    pixels = h * w if tile == 0 else min(tile, h) * min(tile, w)
-    model = managed.load(memory_required=per_pixel * pixels * b + 2 * image.nelement() * image.element_size())
+    config = managed.model.config.restormer
+    model = managed.load(memory_required(config, managed.dtype, batch=b, height=h, width=w, tile=tile or None))
     x = managed.image_in(image)
     chosen, ours = (tile or None), False
     if tile == 0:
         free = mm.get_free_memory(managed.device)
-        chosen, ours = tile_for_memory(free // b, height=h, width=w, bytes_per_pixel=per_pixel), True
+        chosen, ours = tile_for_free_memory(config, managed.dtype, free, batch=b, height=h, width=w), True
     while True:
         try:
             return run(model, x, chosen, min(overlap, chosen // 4) if ours and chosen else overlap, progress())

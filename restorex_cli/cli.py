@@ -1,10 +1,16 @@
 """Command line: ``python -m restorex_cli correct|info`` (``python -m restorex_core`` is an alias).
 
-    python -m restorex_cli correct photo.jpg shots/ --out corrected/ [--weights FILE] [--tile 512]
+    python -m restorex_cli correct photo.jpg shots/ --out corrected/ [--weights FILE] [--tile auto|N|none]
+                                [--max-memory 4G]
+    python -m restorex_cli correct --sequence frames/ --out corrected/ [--window 9]   # one clip, no flicker
     python -m restorex_cli info weights/restorex-default.safetensors
 
 Exit codes: 0 ok, 1 some images failed (each one reported, the others still written), 2 usage error,
-missing weights or a bad checkpoint, 130 interrupted (Ctrl-C; no half-written file is left behind).
+missing weights or a bad checkpoint (all found before any image is processed), 130 interrupted by Ctrl-C
+(SIGINT), 143 terminated (SIGTERM). An interrupted or terminated run leaves no half-written file behind.
+
+The arguments are parsed and checked (files, folders, numbers, the checkpoint's header) before torch is
+imported, which takes seconds: ``--help`` and a mistyped path answer at once.
 """
 
 from __future__ import annotations
@@ -14,21 +20,23 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors import safe_open
-
-from restorex_core.checkpoint import FORMAT, load_checkpoint, read_header
-from restorex_core.config import RestoreXConfig
 from restorex_core.errors import CheckpointError, MissingWeightsError, RestoreXError
-from restorex_core.model import RestoreX
+from restorex_core.files import safetensors_metadata
 
-from .imageio import ACCEPTED, is_supported, read_image, write_image
+from .imageio import ACCEPTED, is_supported
+
+if TYPE_CHECKING:
+    import torch
+
+    from restorex_core.model import RestoreX
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +45,8 @@ TRAIN_COMMAND = (
     "RESTOREX_DATA=DATA python -m training.train --config training/configs/default_stage1.toml, then the same "
     "with default_stage2.toml, then copy runs/default_stage2/restorex-default.safetensors to weights/"
 )
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = ("bf16", "fp16", "fp32")  # torch dtypes: _torch_dtype
+SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 0..2**64 - 1 (and negatives, aliases of large seeds)
 SUBMODULES = ("clip", "pem_reference", "pem_input", "ffedm", "restormer")
 _HEADER_KEYS = {"format", "format_version", "config", "clip_stored"}
 
@@ -46,6 +55,11 @@ class UsageError(RestoreXError):
     """A command line that cannot be carried out as given (exit code 2)."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that every cleanup (temporary files) runs."""
+
+
+# -- arguments -------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m restorex_cli", description="CLIP-RestoreX exposure correction.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks of failures)")
@@ -60,25 +74,34 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"RestoreX checkpoint (default: {DEFAULT_WEIGHTS})")
     correct.add_argument("--clip", metavar="FILE", help="CLIP ViT-B/32 file, for checkpoints that do not store "
                          "their image encoder")
-    correct.add_argument("--tile", type=int, metavar="N", help="run the restorer on N x N tiles to bound memory")
+    correct.add_argument("--tile", type=tile_arg, default="auto", metavar="N|auto|none",
+                         help="run the restorer on N x N tiles to bound memory; auto (the default): the largest tile "
+                         "that fits in --max-memory (untiled when the whole image fits); none: one pass")
+    correct.add_argument("--max-memory", type=memory_arg, metavar="SIZE", help="memory a --tile auto run plans for, "
+                         "e.g. 4G or 1500M (default: half the free memory of the device, at most 3G on a CPU)")
     correct.add_argument("--overlap", type=int, default=32, metavar="N", help="tile overlap in pixels (default 32)")
     correct.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
-    correct.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="compute precision (default fp32)")
-    correct.add_argument("--seed", type=int, default=0, help="seed of the prior diffusion (default 0)")
-    correct.add_argument("--steps", type=int, metavar="N", help="reverse diffusion steps (default: all)")
+    correct.add_argument("--dtype", choices=DTYPES, default="fp32", help="compute precision (default fp32)")
+    correct.add_argument("--seed", type=int, default=0, help=f"seed of the prior diffusion, 0..{SEED_MAX} (default 0)")
+    correct.add_argument("--steps", type=int, metavar="N", help="reverse diffusion steps, 1..T of the checkpoint "
+                         "(default: all T)")
     correct.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG quality of outputs (default 95)")
     correct.add_argument("--recursive", action="store_true", help="also take images in sub-folders (the folder "
                          "structure is kept under --out)")
+    correct.add_argument("--sequence", action="store_true", help="treat the inputs, sorted by name, as the frames "
+                         "of one clip: corrected without flicker (one size for every frame; outputs keep the names)")
+    correct.add_argument("--window", type=int, default=9, metavar="N", help="with --sequence: frames (odd) the "
+                         "priors and brightness are smoothed over; 1 = each frame on its own (default 9)")
     existing = correct.add_mutually_exclusive_group()
     existing.add_argument("--overwrite", action="store_true", help="replace files that already exist in --out")
     existing.add_argument("--skip-existing", action="store_true", help="leave files that exist in --out alone")
-    correct.set_defaults(run=run_correct)
+    correct.set_defaults(run=run_correct, check=check_correct)
 
     info = commands.add_parser("info", help="describe a RestoreX checkpoint",
                                description="Print a checkpoint's config, parameter counts, metadata and sha256.")
     info.add_argument("file", type=Path, metavar="FILE")
     info.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    info.set_defaults(run=run_info)
+    info.set_defaults(run=run_info, check=None)
     return parser
 
 
@@ -88,35 +111,138 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2): return the code instead of exiting
         return e.code if isinstance(e.code, int) else 2
-    if args.command == "correct":
-        problem = _check_numbers(args)
-        if problem:
-            print(f"{parser.prog} correct: error: {problem}", file=sys.stderr)
-            return 2
     if not logging.getLogger().handlers:
         level = logging.DEBUG if args.verbose else logging.WARNING
         logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
     try:
-        return args.run(args)
+        with _sigterm_raises():
+            if args.check is not None:
+                args.check(args)  # everything that can be checked before torch and the model load
+            return args.run(args)
     except RestoreXError as e:
         logger.debug("details", exc_info=True)
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print("terminated" if isinstance(e, Terminated) else "interrupted", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
 
 
-def _check_numbers(args: argparse.Namespace) -> str | None:
-    if args.tile is not None and args.tile < 8:
-        return f"--tile must be at least 8 pixels, got {args.tile}"
-    if args.tile is not None and not 0 <= args.overlap < args.tile // 2:
-        return f"--overlap must be in [0, tile / 2) = [0, {args.tile // 2}), got {args.overlap}"
-    if args.steps is not None and args.steps < 1:
-        return f"--steps must be at least 1, got {args.steps}"
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while the command runs (only the main thread can set handlers)."""
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (an embedding program): leave its signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def check_correct(args: argparse.Namespace) -> None:
+    """Every check of ``correct``'s arguments, before torch is imported and the model is loaded.
+
+    Sets ``args.jobs`` (source, output) pairs and ``args.weights_path``.
+    """
     if not 1 <= args.quality <= 100:
-        return f"--quality must be in 1..100, got {args.quality}"
-    return None
+        raise UsageError(f"--quality must be in 1..100, got {args.quality}")
+    if not 0 <= args.seed <= SEED_MAX:
+        raise UsageError(f"--seed must be in 0..{SEED_MAX} (what torch.Generator accepts), got {args.seed}")
+    if args.overlap < 0:
+        raise UsageError(f"--overlap must be 0 or more pixels, got {args.overlap}")
+    if args.sequence and args.skip_existing:
+        raise UsageError("--sequence corrects a clip as a whole: use --overwrite, or a new --out folder, not "
+                         "--skip-existing")
+    if args.window < 1 or args.window % 2 == 0:
+        raise UsageError(f"--window must be an odd number of frames (1, 3, 5, ...), got {args.window}")
+    args.jobs = plan_outputs(collect_inputs(args.inputs, recursive=args.recursive), args.out,
+                             overwrite=args.overwrite, skip_existing=args.skip_existing)
+    if args.sequence:
+        args.jobs = sorted(args.jobs, key=lambda job: str(job[1]))
+        check_frame_sizes([src for src, _ in args.jobs])
+    check_output_folder(args.out)
+    args.weights_path = resolve_weights(args.weights)
+    timesteps = _header_timesteps(args.weights_path)
+    if args.steps is not None and not 1 <= args.steps <= (timesteps or args.steps):
+        top = f"1..{timesteps}: the checkpoint's FFEDM has T = {timesteps}" if timesteps else "1 or more"
+        raise UsageError(f"--steps must be in {top}, got {args.steps}")
+    if isinstance(args.tile, int):
+        from restorex_core.arch.restormer import PriorRestormer  # imports torch: only for tiled runs
+
+        multiple = PriorRestormer.multiple_of
+        if args.overlap < multiple:
+            raise UsageError(f"--overlap {args.overlap} leaves visible seams between tiles: with --tile use at least "
+                             f"{multiple} pixels (the restorer's multiple of {multiple}); the default is 32")
+        least = min_tile(multiple, args.overlap)
+        if args.tile < least:
+            raise UsageError(f"--tile {args.tile} is too small for --overlap {args.overlap}: tiles must be at least "
+                             f"{least} pixels (4 x the restorer's multiple of {multiple}, and "
+                             "2 x overlap plus that multiple), or the tile grid shows; use --tile "
+                             f"{least} or more (512 suits most memory), or leave --tile out")
+
+
+def check_frame_sizes(files: Sequence[Path]) -> None:
+    """Refuse a clip whose frames differ in size or channels, from the file headers (nothing is decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    first: tuple[Path, tuple[int, int], int] | None = None
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                size, bands = im.size, len(im.getbands())
+        except (UnidentifiedImageError, OSError) as e:
+            raise UsageError(f"{path}: not a readable image ({e}); use {ACCEPTED}") from e
+        if first is None:
+            first = (path, size, bands)
+        elif (size, bands) != first[1:]:
+            raise UsageError(f"--sequence needs frames of one size and channel count: {path.name} is "
+                             f"{size[0]}x{size[1]} with {bands} channel(s) but {first[0].name} is {first[1][0]}x"
+                             f"{first[1][1]} with {first[2]}; resize the frames, or correct them without --sequence")
+
+
+def tile_arg(text: str) -> int | str | None:
+    """``--tile``: "auto", "none" (one pass) or a size in pixels."""
+    if text.lower() in ("auto", "none"):
+        return None if text.lower() == "none" else "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size in pixels, auto or none, got {text!r}") from None
+
+
+def memory_arg(text: str) -> int:
+    """``--max-memory``: bytes from 4G, 4GB, 1500M, 1.5GiB or a plain number of bytes."""
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    number = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = number[-1:] if number[-1:] in units else ""
+    try:
+        value = float(number[: len(number) - len(unit)]) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 4G or 1500M, got {text!r}") from None
+    if value < 64 << 20:
+        raise argparse.ArgumentTypeError(f"{text} is less than the 64M the smallest tiles need")
+    return int(value)
+
+
+def min_tile(multiple_of: int, overlap: int) -> int:
+    """Smallest sound tile: the restorer's deepest level sees at least 4 x 4 pixels of every tile, and every
+    tile keeps at least ``multiple_of`` pixels of its own between the two overlaps."""
+    return max(4 * multiple_of, 2 * overlap + multiple_of)
+
+
+def _header_timesteps(weights: Path) -> int | None:
+    """T of the checkpoint's FFEDM from its header (no tensor read); None where the header does not say."""
+    meta = safetensors_metadata(weights, what="weights file")
+    try:
+        return int(json.loads(meta["config"])["ffedm"]["timesteps"])
+    except (KeyError, TypeError, ValueError):  # not a RestoreX header: load_checkpoint says what the file is
+        return None
 
 
 # -- correct ---------------------------------------------------------------------------------------------
@@ -172,16 +298,34 @@ def plan_outputs(
     return [(src, out / rel) for src, rel in jobs if out / rel not in skip]
 
 
+def check_output_folder(out: Path) -> None:
+    """``--out`` must be a folder, or a path where one can be made, that this user can write in."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder; give a folder for the corrected images")
+    existing = out.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--out {out} cannot be made: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: no permission to write in {existing}; choose another folder or change "
+                         "its permissions")
+
+
 def resolve_weights(weights: Path | None) -> Path:
     path = (weights.expanduser() if weights is not None else DEFAULT_WEIGHTS)
+    what = f"weights file {path} (given with --weights)" if weights is not None else f"default weights {path}"
+    if path.is_dir():
+        raise MissingWeightsError(f"{what} is a folder; give the checkpoint file (.safetensors) inside it")
     if path.is_file():
         return path
-    what = f"weights file {path} (given with --weights)" if weights is not None else f"default weights {path}"
     raise MissingWeightsError(f"{what} not found. The default checkpoint is made by training: `{TRAIN_COMMAND}` "
                               "(see weights/README.md); or pass an existing checkpoint with --weights FILE")
 
 
 def pick_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -197,56 +341,133 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def correct_file(model: RestoreX, src: Path, dst: Path, args: argparse.Namespace) -> None:
-    """Read, correct and write one image; the alpha channel is copied from the input unchanged."""
+def _torch_dtype(name: str) -> torch.dtype:
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def correct_file(model: RestoreX, src: Path, dst: Path, args: argparse.Namespace,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+    """Read, correct and write one image; an alpha channel is copied from the input unchanged, and a gray
+    image (with or without alpha) comes back gray. ``progress`` is called as (done, total) per Restormer tile."""
+    import torch
+
+    from .imageio import read_image, split_alpha, write_image
+
     loaded = read_image(src)
+    colour, alpha = split_alpha(loaded.tensor)
     with torch.inference_mode():
-        out = model.correct(loaded.tensor, seed=args.seed, steps=args.steps, tile=args.tile, overlap=args.overlap)
+        out = model.correct(colour, seed=args.seed, steps=args.steps, tile=args.tile, overlap=args.overlap,
+                            max_memory=args.max_memory, progress=progress)
         out = out.float().cpu()
-        if out.shape[1] == 4:
-            out = torch.cat([out[:, :3], loaded.tensor[:, 3:]], dim=1)
+        if alpha is not None:
+            out = torch.cat([out, alpha], dim=1)
     dst.parent.mkdir(parents=True, exist_ok=True)
     write_image(dst, out, bit_depth=loaded.bit_depth, quality=args.quality, icc_profile=loaded.icc_profile)
 
 
 def run_correct(args: argparse.Namespace) -> int:
+    """Correct ``args.jobs`` (set by :func:`check_correct`)."""
+    import torch
     from tqdm import tqdm
 
-    jobs = plan_outputs(collect_inputs(args.inputs, recursive=args.recursive), args.out,
-                        overwrite=args.overwrite, skip_existing=args.skip_existing)
-    weights = resolve_weights(args.weights)
+    from restorex_core.checkpoint import load_checkpoint
+
+    jobs = args.jobs
     if not jobs:
         print(f"nothing to do: every output already exists in {args.out}", file=sys.stderr)
         return 0
     device = pick_device(args.device)
-    model = load_checkpoint(weights, clip=args.clip, device=device, dtype=DTYPES[args.dtype])
-    logger.info("loaded %s on %s (%s)", weights, device, args.dtype)
+    model = load_checkpoint(args.weights_path, clip=args.clip, device=device, dtype=_torch_dtype(args.dtype))
+    logger.info("loaded %s on %s (%s)", args.weights_path, device, args.dtype)
+    if args.sequence:
+        return correct_sequence_files(model, jobs, args)
     failures: list[Path] = []
     start, done = time.perf_counter(), 0
-    with tqdm(total=len(jobs), unit="img", file=sys.stderr, dynamic_ncols=True) as bar:
+    fractional = "{l_bar}{bar}| {n:.2f}/{total_fmt} [{elapsed}<{remaining}{postfix}]"  # tiles move the bar
+    with tqdm(total=len(jobs), unit="img", file=sys.stderr, dynamic_ncols=True, bar_format=fractional) as bar:
         try:
             for src, dst in jobs:
                 bar.set_postfix_str(src.name, refresh=False)
+
+                def tiles(part: int, parts: int, _done: int = done) -> None:  # a big photo moves the bar per tile
+                    bar.n = _done + part / parts
+                    bar.refresh()
+
                 try:
-                    correct_file(model, src, dst, args)
+                    correct_file(model, src, dst, args, progress=tiles)
                 except (RestoreXError, OSError, ValueError, RuntimeError, MemoryError) as e:
                     logger.debug("failure on %s", src, exc_info=True)
                     failures.append(src)
                     hint = ""
                     if isinstance(e, torch.OutOfMemoryError):
-                        hint = " (out of memory: try --tile 512, or --dtype bf16)"
+                        hint = " (out of memory: try --max-memory with less, --tile 256, or --dtype bf16)"
                         torch.cuda.empty_cache()
                     where = "" if str(src) in str(e) else f"{src}: "  # image errors already name the file
                     bar.write(f"failed: {where}{e}{hint}", file=sys.stderr)
                 done += 1
-                bar.update(1)
-        except KeyboardInterrupt:
-            bar.write(f"interrupted after {done} of {len(jobs)} images; no partial file was written", file=sys.stderr)
-            return 130
+                bar.n = done
+                bar.refresh()
+        except KeyboardInterrupt as e:
+            how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            bar.write(f"{how} after {done} of {len(jobs)} images; no partial file was written", file=sys.stderr)
+            return 143 if isinstance(e, Terminated) else 130
     seconds = time.perf_counter() - start
     print(f"corrected {done - len(failures)} of {len(jobs)} images into {args.out} in {seconds:.1f} s"
           + (f"; {len(failures)} failed" if failures else ""), file=sys.stderr)
     return 1 if failures else 0
+
+
+class FileFrames:
+    """The frames of a clip read from files on access, (C, H, W) without alpha; the last one read is kept with
+    its file's details (bit depth, alpha, colour profile) to write its output like it."""
+
+    def __init__(self, files: Sequence[Path]) -> None:
+        self.files, self.last = list(files), None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, t: int) -> torch.Tensor:  # (C, H, W)
+        from .imageio import read_image, split_alpha
+
+        loaded = read_image(self.files[t])
+        colour, alpha = split_alpha(loaded.tensor)
+        self.last = (t, loaded, alpha)
+        return colour[0]
+
+
+def correct_sequence_files(model: RestoreX, jobs: list[tuple[Path, Path]], args: argparse.Namespace) -> int:
+    """``correct --sequence``: the jobs as one clip (RestoreX.correct_sequence's two passes, frame by frame)."""
+    import torch
+    from tqdm import tqdm
+
+    from restorex_core.sequence import iter_corrected
+
+    from .imageio import write_image
+
+    frames = FileFrames([src for src, _ in jobs])
+    start, done = time.perf_counter(), 0
+    with tqdm(total=len(jobs), unit="frame", file=sys.stderr, dynamic_ncols=True) as bar:
+        try:
+            with torch.inference_mode():
+                for t, out in iter_corrected(model, frames, window=args.window, seed=args.seed, steps=args.steps,
+                                             tile=args.tile, overlap=args.overlap):
+                    _, loaded, alpha = frames.last  # batch 1: the frame just read is frame t
+                    out = out.float().cpu() if alpha is None else torch.cat([out.float().cpu(), alpha], dim=1)
+                    jobs[t][1].parent.mkdir(parents=True, exist_ok=True)
+                    write_image(jobs[t][1], out, bit_depth=loaded.bit_depth, quality=args.quality,
+                                icc_profile=loaded.icc_profile)
+                    done += 1
+                    bar.update(1)
+        except KeyboardInterrupt as e:
+            how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            bar.write(f"{how} after {done} of {len(jobs)} frames; no partial file was written", file=sys.stderr)
+            return 143 if isinstance(e, Terminated) else 130
+    print(f"corrected a clip of {len(jobs)} frames into {args.out} in {time.perf_counter() - start:.1f} s",
+          file=sys.stderr)
+    return 0
 
 
 # -- info ------------------------------------------------------------------------------------------------
@@ -260,6 +481,13 @@ def sha256_of(path: Path) -> str:
 
 def checkpoint_info(path: Path) -> dict[str, Any]:
     """Everything ``info`` prints, as plain data."""
+    import torch
+    from safetensors import safe_open
+
+    from restorex_core.checkpoint import FORMAT, read_header
+    from restorex_core.config import RestoreXConfig
+    from restorex_core.model import RestoreX
+
     header = read_header(path)
     if header.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a RestoreX checkpoint (its header has no format={FORMAT}); "

@@ -3,42 +3,49 @@
 Pillow decodes almost everything, but it silently truncates 16-bit RGB(A) to 8 bit (PNG and TIFF alike)
 and cannot write it. So:
 
-* 16-bit PNG is read and written by the small codec below (zlib + numpy, filters 0-4, no interlacing);
+* 16-bit PNG is read and written by the small codec below (zlib + numpy, filters 0-4, no interlacing).
+  Kept rather than a library: imagecodecs (which does 16-bit RGB(A) PNG) is a 26 MB wheel of ~80 compiled
+  codecs that ComfyUI-Manager would install into every user's ComfyUI for these ~110 lines; pypng decodes
+  row by row in Python (seconds per photo). tests/test_imageio.py checks it against Pillow and tifffile;
 * 16-bit RGB(A) TIFF goes through ``tifffile`` (imported only for those files; it ships with scikit-image);
 * everything else goes through Pillow.
 
-Gray + alpha files are returned as RGBA, since the model takes C in {1, 3, 4}. Writes are atomic: a temporary
-file in the target folder, renamed over the target only once it is complete.
+Gray + alpha stays gray + alpha (C = 2): callers split the alpha off before the model (which takes
+C in {1, 3, 4}) and put it back after, so a gray file comes back gray. Writes are atomic
+(:func:`restorex_core.files.atomic_write`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import secrets
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
-from torch import Tensor
 
 from restorex_core.errors import ImageInputError
+from restorex_core.files import atomic_write
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: the CLI checks its arguments without it (seconds)
+    from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED_EXTENSIONS = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".jpg": "JPEG", ".jpeg": "JPEG"}
-ACCEPTED = "PNG or TIFF (8 or 16 bit) and JPEG, gray, RGB or RGBA (.png, .tif, .tiff, .jpg, .jpeg)"
+ACCEPTED = "PNG or TIFF (8 or 16 bit) and JPEG, gray, gray + alpha, RGB or RGBA (.png, .tif, .tiff, .jpg, .jpeg)"
+WRITABLE = ("PNG", "TIFF", "JPEG")
+READABLE = (*WRITABLE, "BMP", "WEBP")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # colour type -> samples per pixel (3 = palette is left to Pillow)
 _EXIF_ORIENTATION = 0x0112
 _TO_RGB = {"CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
-_TO_RGBA = {"LA", "La", "RGBa", "PA"}
+_TO_RGBA = {"RGBa", "PA"}
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,8 @@ class LoadedImage:
     """A decoded image file.
 
     Attributes:
-        tensor: (1, C, H, W) float32 in [0, 1], C in {1, 3, 4}, upright (EXIF orientation applied).
+        tensor: (1, C, H, W) float32 in [0, 1], upright (EXIF orientation applied); C is 1 (gray), 2 (gray +
+            alpha), 3 (RGB) or 4 (RGBA). :func:`split_alpha` gives the model's part.
         bit_depth: 8 or 16, the sample depth stored in the file.
         format: "PNG", "TIFF" or "JPEG" (from the file's content, not its name).
         path: the file it came from.
@@ -74,8 +82,12 @@ def format_for_path(path: str | os.PathLike[str]) -> str:
 
 
 # -- reading ---------------------------------------------------------------------------------------------
-def read_image(path: str | os.PathLike[str]) -> LoadedImage:
+def read_image(path: str | os.PathLike[str], *, formats: Collection[str] = WRITABLE) -> LoadedImage:
     """Read an image file into a (1, C, H, W) float32 tensor in [0, 1].
+
+    Args:
+        formats: the formats taken: by default those :func:`write_image` writes back (the command line's
+            promise: same format out as in); the trainer also reads 8-bit BMP and WebP (:data:`READABLE`).
 
     Raises:
         ImageInputError: unreadable, corrupt or unsupported file (the message names the file and the formats
@@ -85,7 +97,7 @@ def read_image(path: str | os.PathLike[str]) -> LoadedImage:
     try:
         with Image.open(path) as im:
             fmt = im.format
-            if fmt not in ("PNG", "TIFF", "JPEG"):
+            if fmt not in formats:
                 raise ImageInputError(f"{path}: {fmt} images are not supported; use {ACCEPTED}")
             icc = im.info.get("icc_profile") or None
             if fmt == "PNG" and _png_header(path)[2] == 16:
@@ -99,13 +111,17 @@ def read_image(path: str | os.PathLike[str]) -> LoadedImage:
     except (FileNotFoundError, ImageInputError):
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
-        raise ImageInputError(f"{path}: not a readable image ({e}); use {ACCEPTED}") from e
+        if "TIFF" not in formats or not _is_tiff(path):
+            raise ImageInputError(f"{path}: not a readable image ({e}); use {ACCEPTED}") from e
+        # Pillow cannot open some TIFFs (16-bit gray + alpha, float): tifffile reads them or says why not
+        array, fmt, icc, orientation = _read_tiff16(path), "TIFF", None, 1
+    import torch
+
     array = _orient(array, orientation)
-    if array.shape[2] == 2:  # gray + alpha -> RGBA
-        array = np.concatenate([array[..., :1].repeat(3, axis=2), array[..., 1:]], axis=2)
     bit_depth = 16 if array.dtype == np.uint16 else 8
     scale = 65535.0 if bit_depth == 16 else 255.0
-    tensor = torch.from_numpy(array.transpose(2, 0, 1).astype(np.float32)).div_(scale).unsqueeze(0)
+    planar = np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32)  # (C, H, W) in memory too
+    tensor = torch.from_numpy(planar).div_(scale).unsqueeze(0)
     return LoadedImage(tensor=tensor, bit_depth=bit_depth, format=fmt, path=path, icc_profile=icc)
 
 
@@ -116,7 +132,9 @@ def _pil_to_array(im: Image.Image, path: Path) -> np.ndarray:
         return np.asarray(im).astype(np.uint16)[..., None]  # also turns big-endian I;16B native
     if mode == "1":
         im = im.convert("L")
-    elif mode in ("P", "L", "RGB") and "transparency" in im.info:  # a palette or colour-key transparency
+    elif mode == "La" or (mode == "L" and "transparency" in im.info):
+        im = im.convert("LA")
+    elif mode in ("P", "RGB") and "transparency" in im.info:  # a palette or colour-key transparency
         im = im.convert("RGBA")
     elif mode == "P":
         im = im.convert("RGB")
@@ -124,7 +142,7 @@ def _pil_to_array(im: Image.Image, path: Path) -> np.ndarray:
         im = im.convert("RGBA")
     elif mode in _TO_RGB:
         im = im.convert("RGB")
-    elif mode not in ("L", "RGB", "RGBA"):
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
         raise ImageInputError(f"{path}: {mode} pixels (32-bit integer or float samples) are not supported; "
                               f"save it as {ACCEPTED}")
     array = np.asarray(im)
@@ -152,6 +170,11 @@ def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
     return array if op is None else op(array)
 
 
+def _is_tiff(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
+
+
 def _tiff_needs_tifffile(im: Image.Image) -> bool:
     """Pillow reads 16-bit gray TIFF correctly, but truncates 16-bit multi-sample TIFF to 8 bit."""
     bits = im.tag_v2.get(258, (1,))  # BitsPerSample
@@ -160,7 +183,7 @@ def _tiff_needs_tifffile(im: Image.Image) -> bool:
     return max(bits) > 8 and (samples > 1 or not im.mode.startswith("I;16"))
 
 
-def _tifffile(path: Path):  # noqa: ANN202 - the module
+def _tifffile(path: Path):  # -> the tifffile module
     """tifffile, which only 16-bit colour TIFF needs (Pillow truncates it to 8 bit)."""
     try:
         import tifffile
@@ -183,7 +206,10 @@ def _read_tiff16(path: Path) -> np.ndarray:
         array = array[..., None]
     elif axes.endswith("SYX"):
         array = np.moveaxis(array, 0, -1)
-    if array.dtype != np.uint16 or array.ndim != 3:
+    if array.dtype.kind == "f":
+        raise ImageInputError(f"{path}: {array.dtype.itemsize * 8}-bit floating-point TIFF is not supported (RestoreX "
+                              "reads integer samples); save it as an 8- or 16-bit integer TIFF or PNG")
+    if array.dtype not in (np.uint8, np.uint16) or array.ndim != 3:
         raise ImageInputError(f"{path}: {array.dtype} samples of shape {array.shape} are not supported; use "
                               f"unsigned integer samples ({ACCEPTED})")
     channels = array.shape[2]
@@ -318,6 +344,13 @@ def encode_png(array: np.ndarray, *, icc_profile: bytes | None = None, level: in
     return b"".join(out)
 
 
+def split_alpha(tensor: Tensor) -> tuple[Tensor, Tensor | None]:
+    """(1, C, H, W) -> (colour: gray or RGB, alpha or None): the model's part and the part put back as is."""
+    if tensor.shape[1] in (2, 4):
+        return tensor[:, :-1], tensor[:, -1:]
+    return tensor, None
+
+
 # -- writing -----------------------------------------------------------------------------------------------
 def write_image(
     path: str | os.PathLike[str],
@@ -327,7 +360,7 @@ def write_image(
     quality: int = 95,
     icc_profile: bytes | None = None,
 ) -> Path:
-    """Write a (1, C, H, W) or (C, H, W) float tensor in [0, 1] (C in {1, 3, 4}) atomically.
+    """Write a (1, C, H, W) or (C, H, W) float tensor in [0, 1] (C in {1, 2, 3, 4}) atomically.
 
     The format follows the extension (.png, .tif/.tiff, .jpg/.jpeg). ``bit_depth`` is 8 or 16 (16 only for
     PNG and TIFF; JPEG holds neither 16 bit nor alpha). Values are clamped to [0, 1] and rounded.
@@ -337,16 +370,18 @@ def write_image(
     if bit_depth not in (8, 16):
         raise ImageInputError(f"{path}: bit_depth must be 8 or 16, not {bit_depth}")
     array = _tensor_to_array(tensor, bit_depth, path)
-    if fmt == "JPEG" and (bit_depth != 8 or array.shape[2] == 4):
-        raise ImageInputError(f"{path}: JPEG stores 8-bit gray or RGB only; write 16-bit or RGBA images "
+    if fmt == "JPEG" and (bit_depth != 8 or array.shape[2] in (2, 4)):
+        raise ImageInputError(f"{path}: JPEG stores 8-bit gray or RGB only; write 16-bit or alpha images "
                               "as .png or .tif")
 
     def encode(f: BinaryIO) -> None:
         if fmt == "PNG" and bit_depth == 16:
             f.write(encode_png(array, icc_profile=icc_profile))
         elif fmt == "TIFF" and bit_depth == 16 and array.shape[2] > 1:
-            _tifffile(path).imwrite(f, array, photometric="rgb", compression="zlib", metadata=None,
-                             extrasamples=("unassalpha",) if array.shape[2] == 4 else None, iccprofile=icc_profile)
+            alpha = array.shape[2] in (2, 4)
+            _tifffile(path).imwrite(f, array, photometric="rgb" if array.shape[2] >= 3 else "minisblack",
+                                    compression="zlib", metadata=None, planarconfig="contig",
+                                    extrasamples=("unassalpha",) if alpha else None, iccprofile=icc_profile)
         else:
             image = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
             extra: dict[str, object] = {"icc_profile": icc_profile} if icc_profile else {}
@@ -362,34 +397,19 @@ def write_image(
 
 def _tensor_to_array(tensor: Tensor, bit_depth: int, path: Path) -> np.ndarray:
     """(1, C, H, W) or (C, H, W) float in [0, 1] -> (H, W, C) uint8/uint16."""
+    import torch
+    from torch import Tensor
+
     if not isinstance(tensor, Tensor) or not tensor.is_floating_point():
         raise ImageInputError(f"{path}: expected a float torch.Tensor in [0, 1], got "
                               f"{getattr(tensor, 'dtype', type(tensor).__name__)}")
     if tensor.ndim == 4 and tensor.shape[0] == 1:
         tensor = tensor[0]
-    if tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4) or 0 in tensor.shape:
-        raise ImageInputError(f"{path}: expected one (1, C, H, W) image with C in {{1, 3, 4}}, got shape "
+    if tensor.ndim != 3 or tensor.shape[0] not in (1, 2, 3, 4) or 0 in tensor.shape:
+        raise ImageInputError(f"{path}: expected one (1, C, H, W) image with C in {{1, 2, 3, 4}}, got shape "
                               f"{tuple(tensor.shape)}")
     array = tensor.detach().to("cpu", torch.float32).numpy().transpose(1, 2, 0)
     if not np.isfinite(array).all():
         raise ImageInputError(f"{path}: the image contains NaN or inf values; nothing was written")
     scale, dtype = (65535.0, np.uint16) if bit_depth == 16 else (255.0, np.uint8)
     return np.rint(np.clip(array, 0.0, 1.0) * scale).astype(dtype)
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write`` on a new temporary file next to ``path``, then rename it over ``path``.
-
-    On any error or KeyboardInterrupt the temporary file is removed and ``path`` is left as it was.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    f = open(tmp, "xb")  # noqa: SIM115 - "x": never reuse an existing name; permissions follow the umask
-    try:
-        with f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +18,18 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from .arch.clip_vit import ClipVision
-from .arch.clip_vit import detect as detect_clip
-from .arch.restormer import detect_plain_restormer
 from .config import RestoreXConfig
 from .errors import CheckpointError, MissingWeightsError
+from .files import PICKLE_SUFFIXES, atomic_path, pickle_refusal, safetensors_metadata
+from .loading import ACCEPTED_CLIP, identify_state_dict, read_state_dict
 from .model import RestoreX
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "restorex"
 FORMAT_VERSION = 1
-CLIP_HELP = (
-    "Give the CLIP ViT-B/32 image encoder (OpenAI weights) with clip=PATH (CLI: --clip PATH; ComfyUI: a file in "
-    "models/clip_vision/). Accepted: open_clip 'ViT-B-32-quickgelu' openai weights (open_clip_model.safetensors "
-    "from the hub repo timm/vit_base_patch32_clip_224.openai), OpenAI's ViT-B-32.pt, or Hugging Face "
-    "openai/clip-vit-base-patch32 model.safetensors."
-)
+CLIP_HELP = ("Give the CLIP ViT-B/32 image encoder (OpenAI weights) with clip=PATH (CLI: --clip PATH; ComfyUI: a "
+             f"file in models/clip_vision/). Accepted: {ACCEPTED_CLIP}.")
 
 
 def _stored_keys(model: RestoreX) -> dict[str, Tensor]:
@@ -61,29 +56,20 @@ def save_checkpoint(
     header.update(format=FORMAT, format_version=str(FORMAT_VERSION),
                   config=json.dumps(model.config.to_dict()), clip_stored=str(model.config.clip.trainable).lower())
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
 def read_header(path: str | os.PathLike[str]) -> dict[str, str]:
     """The safetensors header metadata of a checkpoint, without reading its tensors."""
-    path = _existing(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except Exception as e:  # safetensors raises its own error types for a bad header
-        raise CheckpointError(f"{path} is truncated or corrupt ({e}); re-download it or export it again") from e
+    return safetensors_metadata(_existing(path))
 
 
 def _existing(path: str | os.PathLike[str]) -> Path:
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise MissingWeightsError(f"checkpoint {path} is a folder; give the .safetensors checkpoint file in it")
     if not path.is_file():
         raise MissingWeightsError(f"checkpoint {path} not found: check the path, or make one with "
                                   "`python -m training.train` (see weights/README.md)")
@@ -97,24 +83,29 @@ def _read(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
                 return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
         except Exception as e:
             raise CheckpointError(f"{path} is truncated or corrupt ({e}); re-download it or export it again") from e
-    from .loading import read_state_dict  # generic safe reader: .pt/.pth/.bin/.ckpt with weights_only=True
+    try:  # safe (weights_only) read, only to say what the file is: RestoreX checkpoints are .safetensors
+        return read_state_dict(path)
+    except CheckpointError as e:
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            raise CheckpointError(pickle_refusal(path)) from e
+        raise
 
-    return read_state_dict(path)
+
+_ADVICE = {
+    "restormer": "RestoreX needs a checkpoint made by its own trainer (`python -m training.train`), such as "
+                 "weights/restorex-default.safetensors",
+    "clip": "a CLIP encoder file goes in as the CLIP file (clip=..., --clip, or models/clip_vision/ in ComfyUI), "
+            "with a RestoreX checkpoint as the weights",
+    "restorex": "its RestoreX header (format and config) is missing: write it with restorex_core.save_checkpoint",
+}
 
 
-def _foreign_error(path: Path, sd: dict[str, Tensor]) -> CheckpointError:
-    stripped = {k.removeprefix("visual."): v for k, v in sd.items()}
-    if detect_plain_restormer(sd):
-        what = ("a plain Restormer checkpoint (no CLIP priors, no FFEDM). RestoreX needs a checkpoint made by "
-                "its own trainer (`python -m training.train`), such as weights/restorex-default.safetensors")
-    elif detect_clip(stripped):
-        what = ("a CLIP encoder file, not a RestoreX model: pass it as the CLIP file (clip=..., --clip, or "
-                "models/clip_vision/ in ComfyUI) and give a RestoreX checkpoint as the weights")
-    else:
-        sample = ", ".join(sorted(sd)[:4])
-        what = (f"not a RestoreX checkpoint (no RestoreX header; first keys: {sample}). RestoreX checkpoints are "
-                "written by restorex_core.save_checkpoint or the training package")
-    return CheckpointError(f"{path} is {what}")
+def _foreign_error(path: Path, sd: dict[str, Tensor], meta: dict[str, str]) -> CheckpointError:
+    kind, what = identify_state_dict(sd, meta)
+    what = "RestoreX weights without the RestoreX header" if kind == "restorex" else what
+    advice = _ADVICE.get(kind, "RestoreX checkpoints are .safetensors files written by "
+                               "restorex_core.save_checkpoint or the training package")
+    return CheckpointError(f"{path} is not a RestoreX checkpoint: it holds {what}; {advice}")
 
 
 def load_checkpoint(
@@ -133,7 +124,7 @@ def load_checkpoint(
     path = _existing(path)
     sd, meta = _read(path)
     if meta.get("format") != FORMAT:
-        raise _foreign_error(path, sd)
+        raise _foreign_error(path, sd, meta)
     version = int(meta.get("format_version", "0"))
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{path} has format version {version}; this RestoreX reads up to "

@@ -3,6 +3,8 @@
 * :func:`correction_weight` / :func:`feather_mask` / :func:`blend`: correct only inside a (feathered) mask and
   at a given strength, keeping an alpha channel untouched.
 * :func:`correct_blended`: the whole one-call correction used by the ExposureCorrect node.
+* :func:`correct_sequence_blended`: the same for a video clip (RestoreX.correct_sequence), used by the
+  ExposureCorrectVideo node.
 
 Pure torch. Images are (B, C, H, W) float in [0, 1] with C in {1, 3, 4}; masks are (B, H, W), (H, W) or
 (B, 1, H, W) float in [0, 1].
@@ -94,7 +96,8 @@ def blend(original: Tensor, corrected: Tensor, weight: Tensor) -> Tensor:
 
 def correct_blended(model: RestoreX, images: Tensor, *, seed: int = 0, steps: int | None = None,
                     tile: int | None = None, overlap: int = 32, strength: float = 1.0, mask: Tensor | None = None,
-                    feather: int = 0, progress: Callable[[int, int], None] | None = None) -> Tensor:
+                    feather: int = 0, progress: Callable[[int, int], None] | None = None,
+                    interrupt: Callable[[], None] | None = None) -> Tensor:
     """Exposure-correct ``images`` (extract -> FFEDM -> Restormer) and blend the result back.
 
     Runs the method's three parts, with the same arguments, as the staged node graph, so both give the same
@@ -102,7 +105,8 @@ def correct_blended(model: RestoreX, images: Tensor, *, seed: int = 0, steps: in
 
     Args:
         images: (B, C, H, W) float in [0, 1], C in {1, 3, 4}, on the model's device.
-        progress: called as (done, total) per Restormer tile.
+        progress: called as (done, total) per Restormer tile (and the guide pass).
+        interrupt: called between every step of the three parts; it stops the run by raising.
     Returns:
         (B, C, H, W) float in [0, 1].
     """
@@ -110,6 +114,46 @@ def correct_blended(model: RestoreX, images: Tensor, *, seed: int = 0, steps: in
     weight = correction_weight(mask, batch=b, height=h, width=w, strength=strength, feather=feather)
     if not bool((weight > 0).any()):
         return images.clone()
-    priors = model.enhance_priors(model.extract_priors(images, source="input"), steps=steps, seed=seed)
-    corrected = model.restore(images, priors, tile=tile, overlap=overlap, progress=progress)
+    if interrupt is not None:
+        interrupt()
+    priors = model.enhance_priors(model.extract_priors(images, source="input"), steps=steps, seed=seed,
+                                  interrupt=interrupt)
+    corrected = model.restore(images, priors, tile=tile, overlap=overlap, progress=progress, interrupt=interrupt)
     return blend(images, corrected, weight.to(images.device))
+
+
+def correct_sequence_blended(model: RestoreX, frames: Tensor, *, window: int = 9, seed: int = 0,
+                             steps: int | None = None, tile: int | None = None, overlap: int = 32,
+                             strength: float = 1.0, mask: Tensor | None = None, feather: int = 0,
+                             progress: Callable[[int, int], None] | None = None,
+                             interrupt: Callable[[], None] | None = None) -> Tensor:
+    """:meth:`RestoreX.correct_sequence` on a clip, each frame blended back as :func:`correct_blended` does.
+
+    Args:
+        frames: (T, C, H, W) float in [0, 1], C in {1, 3, 4}, on any device (each frame moves to the model's
+            device when it runs; the result is made on ``frames``' device).
+        mask: None, one mask for every frame, or one per frame ((T, H, W) or (T, 1, H, W)); any size.
+        progress: called as (done, T) per frame; interrupt: called between frames, raises to stop.
+    Returns:
+        (T, C, H, W) in ``frames``' dtype.
+    """
+    from .sequence import check_frames, iter_corrected
+
+    _, h, w = check_frames(frames)
+    t_count = frames.shape[0]
+    if mask is not None and mask.ndim >= 3 and mask.shape[0] not in (1, t_count):
+        raise ImageInputError(f"{mask.shape[0]} masks for {t_count} frames; give one mask per frame or a single "
+                              "mask for the whole clip")
+
+    def weight(t: int) -> Tensor:  # (1, 1, H or 1, W or 1), made frame by frame: a clip of masks is large
+        m = None if mask is None else mask if mask.ndim == 2 or mask.shape[0] == 1 else mask[t : t + 1]
+        return correction_weight(m, batch=1, height=h, width=w, strength=strength, feather=feather)
+
+    weight(0)  # checks the strength and the mask's layout before any work
+    if strength == 0 or (mask is not None and not bool((mask > 0).any())):
+        return frames.clone()
+    out = torch.empty_like(frames)
+    for t, corrected in iter_corrected(model, frames, window=window, seed=seed, steps=steps, tile=tile,
+                                       overlap=overlap, progress=progress, interrupt=interrupt):
+        out[t] = blend(frames[t : t + 1], corrected, weight(t).to(frames.device))[0]
+    return out

@@ -28,8 +28,10 @@ class RestoreXConfig:
             (self.pem.num_priors == n, f"pem.num_priors {self.pem.num_priors} != number of clip.taps {n}"),
             (self.ffedm.prior_dim == d, f"ffedm.prior_dim {self.ffedm.prior_dim} != pem.dim {d}"),
             (self.ffedm.num_priors == n, f"ffedm.num_priors {self.ffedm.num_priors} != number of clip.taps {n}"),
-            (self.restormer.prior_dim in (0, d), f"restormer.prior_dim {self.restormer.prior_dim} must be 0 or pem.dim {d}"),
-            (self.restormer.num_priors == n, f"restormer.num_priors {self.restormer.num_priors} != number of clip.taps {n}"),
+            (self.restormer.prior_dim in (0, d),
+             f"restormer.prior_dim {self.restormer.prior_dim} must be 0 or pem.dim {d}"),
+            (self.restormer.num_priors == n,
+             f"restormer.num_priors {self.restormer.num_priors} != number of clip.taps {n}"),
         ]
         errors = [msg for ok, msg in checks if not ok]
         if errors:

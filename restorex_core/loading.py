@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import warnings
 import zipfile
 from dataclasses import replace
@@ -27,7 +26,9 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from .arch.clip_vit import ClipVision, ClipVisionConfig, config_from_state_dict, detect
+from .arch.restormer import detect_plain_restormer
 from .errors import CheckpointError, ClipWeightsError, MissingWeightsError
+from .files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +36,15 @@ SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "params_ema", "params-ema", "params", "model", "net")
 STRIP_PREFIXES = ("module.", "_orig_mod.")
 MODEL_NAMES = ("ViT-B-32", "ViT-B-32-quickgelu")
-HF_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # open_clip's hub file names, preferred first
-ACCEPTED_CLIP = (
-    "an open_clip ViT-B-32 file (open_clip_model.safetensors / open_clip_pytorch_model.bin, full CLIP or visual-only), "
-    "OpenAI's TorchScript ViT-B-32.pt, or a Hugging Face CLIPModel / CLIPVisionModel model.safetensors "
-    "(e.g. openai/clip-vit-base-patch32)"
+HF_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # open_clip's hub names, preferred first
+ACCEPTED_CLIP = (  # the one statement of which CLIP files load: errors, nodes and the trainer all quote it
+    "open_clip 'ViT-B-32-quickgelu' openai weights (open_clip_model.safetensors from the Hugging Face repo "
+    "timm/vit_base_patch32_clip_224.openai, or open_clip_pytorch_model.bin; full CLIP or visual-only), OpenAI's "
+    "TorchScript ViT-B-32.pt, or a Hugging Face CLIPModel / CLIPVisionModel model.safetensors "
+    "(openai/clip-vit-base-patch32)"
 )
-KNOWN_VITS = {(768, 12, 32): "ViT-B/32", (768, 12, 16): "ViT-B/16", (1024, 24, 14): "ViT-L/14", (1280, 32, 14): "ViT-H/14"}
+KNOWN_VITS = {(768, 12, 32): "ViT-B/32", (768, 12, 16): "ViT-B/16", (1024, 24, 14): "ViT-L/14",
+              (1280, 32, 14): "ViT-H/14"}
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -85,7 +88,8 @@ def _read(path: Path) -> tuple[dict[str, Tensor], dict[str, str], str]:
         magic = fh.read(4)
     is_zip = zipfile.is_zipfile(path)
     if not is_zip and magic[:1] != b"\x80":  # torch.save writes a zip, or (legacy) a pickle: PROTO opcode first
-        raise CheckpointError(f"{corrupt} [{'zip without its directory' if magic[:2] == b'PK' else 'not a torch file'}]")
+        why = "zip without its directory" if magic[:2] == b"PK" else "not a torch file"
+        raise CheckpointError(f"{corrupt} [{why}]")
     if is_zip and _is_torchscript(path):
         return _canonicalize(_read_torchscript(path, corrupt), path), {}, "torchscript"
     try:
@@ -209,24 +213,35 @@ def open_clip_to_hf(sd: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def describe_state_dict(sd: dict[str, Tensor], meta: dict[str, str] | None = None) -> str:
     """A short human description of what a state dict holds, for error messages."""
+    return identify_state_dict(sd, meta)[1]
+
+
+def identify_state_dict(sd: dict[str, Tensor], meta: dict[str, str] | None = None) -> tuple[str, str]:
+    """(kind, description) of a state dict: the one detector behind every "this file is ..." message.
+
+    kind is "restorex", "restormer", "clip" (a ViT image encoder, any accepted layout), "clip-resnet",
+    "timm-vit", "clip-text" or "unknown".
+    """
     keys = set(sd)
-    if (meta or {}).get("format") == "restorex" or any(k.startswith(("pem_input.", "ffedm.", "restormer.")) for k in keys):
-        return "a RestoreX checkpoint (load it with load_checkpoint / the RestoreX loader node, not as CLIP)"
-    if "patch_embed.proj.weight" in keys and any(k.startswith("encoder_level1.") for k in keys):
-        return "a Restormer checkpoint"
+    restorex_keys = any(k.startswith(("pem_input.", "ffedm.", "restormer.")) for k in keys)
+    if (meta or {}).get("format") == "restorex" or restorex_keys:
+        return "restorex", ("a RestoreX checkpoint (load it with load_checkpoint / the RestoreX loader node, not "
+                            "as CLIP)")
+    if detect_plain_restormer(sd):
+        return "restormer", "a plain Restormer checkpoint (no CLIP priors, no FFEDM)"
     if any(re.match(r"(visual\.)?(layer1\.0\.|attnpool\.)", k) for k in keys):
-        return "a ResNet CLIP image encoder (RN50-style ModifiedResNet)"
+        return "clip-resnet", "a ResNet CLIP image encoder (RN50-style ModifiedResNet)"
     if any(k.startswith("blocks.0.attn.qkv.") for k in keys):
-        return "a timm ViT state dict (timm key names are not supported)"
+        return "timm-vit", "a timm ViT state dict (timm key names are not supported)"
     visual, _ = _to_open_clip(sd)
     if detect(visual):
         c = config_from_state_dict(visual)
         name = KNOWN_VITS.get((c.width, c.layers, c.patch_size), "an unlisted ViT")
-        return f"a CLIP ViT image encoder: {name} (width {c.width}, {c.layers} blocks, patch {c.patch_size}, " \
-               f"image {c.image_size})"
+        return "clip", (f"a CLIP ViT image encoder: {name} (width {c.width}, {c.layers} blocks, patch "
+                        f"{c.patch_size}, image {c.image_size})")
     if any(k.startswith(("token_embedding.", "text_model.")) for k in keys):
-        return "a CLIP text encoder without an image encoder"
-    return f"an unrecognised state dict ({len(keys)} tensors; first keys: {', '.join(sorted(keys)[:4])})"
+        return "clip-text", "a CLIP text encoder without an image encoder"
+    return "unknown", f"an unrecognised state dict ({len(keys)} tensors; first keys: {', '.join(sorted(keys)[:4])})"
 
 
 def _to_open_clip(sd: dict[str, Tensor]) -> tuple[dict[str, Tensor], str]:
@@ -414,15 +429,9 @@ def convert_openai_to_safetensors(src: str | os.PathLike[str], dst: str | os.Pat
     out = {f"visual.{k}": v.detach().to(torch.float32).contiguous().clone() for k, v in visual.items()}
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
+    with atomic_path(dst) as tmp:
         save_file(out, tmp, metadata={"format": "open_clip-visual", "source": Path(src).name,
                                       "source_format": f"{container}/{kind}"})
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     logger.info("Converted %s (%s) into %s (%d tensors, fp32)", src, kind, dst, len(out))
     return dst
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Literal
 
@@ -16,12 +17,16 @@ from .arch.restormer import PriorRestormer
 from .config import RestoreXConfig
 from .errors import ClipWeightsError
 from .images import check_images, pad_border, pad_to_multiple, split_channels
+from .memory import GUIDE_SIZE, MIN_TILE, default_budget, is_out_of_memory, plan_tiles
 from .pipeline import sample_priors
 from .priors import Priors
 from .scheduler import DDPMScheduler
-from .tiling import tiled_apply
+from .tiling import tile_starts, tiled_apply
 
 Progress = Callable[[int, int], None]
+Interrupt = Callable[[], None]  # raises to stop, e.g. comfy.model_management.throw_exception_if_processing_interrupted
+Tile = int | Literal["auto"] | None
+logger = logging.getLogger(__name__)
 BORDER = 8  # mirrored margin around every image the Restormer sees (images.pad_border): no edge line
 _CLIP_SHAPE_FIELDS = ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio")
 
@@ -58,13 +63,7 @@ class RestoreX(nn.Module):
         self.pem_input = PriorExtraction(config.pem)
         self.ffedm = FFEDM(config.ffedm)
         self.restormer = PriorRestormer(config.restormer)
-        self.scheduler = DDPMScheduler(
-            num_train_timesteps=config.ffedm.timesteps,
-            beta_start=config.ffedm.beta_start,
-            beta_end=config.ffedm.beta_end,
-            prediction_type="sample" if config.ffedm.objective == "x0" else "epsilon",
-            stochastic=config.ffedm.objective == "eps",
-        )
+        self.scheduler = DDPMScheduler.from_config(config.ffedm)
 
     @property
     def device(self) -> torch.device:
@@ -107,22 +106,35 @@ class RestoreX(nn.Module):
         seed: int | None = None,
         target: Priors | None = None,
         callback: Progress | None = None,
+        interrupt: Interrupt | None = None,
     ) -> Priors:
         """Turn input priors into the priors of a well-exposed image with the FFEDM reverse chain.
 
         Args:
             steps: reverse steps (default: all ``ffedm.timesteps``).
-            seed: seeds x_T; the same seed gives the same priors on every device.
+            seed: seeds x_T (and the stochastic steps' noise) of every image alike: each image of a batch gets
+                the noise it would get alone, and the same seed gives the same priors on every device.
             target: training only: start from q(x_T | target) as DiffIR does; gradients reach the denoisers
                 and PEM-S2 through every step.
+            callback: called as (done, steps) after every step. interrupt: called before the chain and after
+                every step; it stops the run by raising.
         """
         if priors.source != "input" or priors.enhanced:
             raise ValueError(f"FFEDM enhances raw input priors; these are {priors.source} priors"
                              f"{' already enhanced' if priors.enhanced else ''}: pass them to restore() directly")
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        generators = None if seed is None else [torch.Generator().manual_seed(seed) for _ in range(priors.batch_size)]
         cond = self.ffedm.encode(priors.stacked().to(self.device))  # (B, N, d) fp32
         x_target = self.ffedm.encode(target.stacked().to(self.device)) if target is not None else None
-        z = sample_priors(self.ffedm, self.scheduler, cond, steps=steps, generator=generator,
+        if interrupt is not None:
+            interrupt()
+
+            def report(done: int, total: int, _callback: Progress | None = callback) -> None:
+                if _callback is not None:
+                    _callback(done, total)
+                interrupt()
+
+            callback = report
+        z = sample_priors(self.ffedm, self.scheduler, cond, steps=steps, generator=generators,
                           target=x_target, callback=callback)
         vectors = self.ffedm.decode(z).unbind(dim=1)  # N x (B, D) fp32
         return Priors(tuple(vectors), priors.blocks, "input", enhanced=True)
@@ -133,10 +145,12 @@ class RestoreX(nn.Module):
         images: Tensor,
         priors: Priors,
         *,
-        tile: int | None = None,
+        tile: Tile = None,
         overlap: int = 32,
         progress: Progress | None = None,
-        guide_size: int = 1024,
+        guide_size: int = GUIDE_SIZE,
+        max_memory: int | None = None,
+        interrupt: Interrupt | None = None,
     ) -> Tensor:
         """Run the Restormer with the priors injected.
 
@@ -144,34 +158,89 @@ class RestoreX(nn.Module):
         while everything global stays global: the priors, and the attention maps of every MDTA block, taken
         from one pass over the whole image downscaled to at most ``guide_size`` pixels on its long side
         (exact for images that size or smaller).
+
+        Args:
+            tile: None (one pass), a tile size in pixels, or "auto": the largest tile whose pass fits in
+                ``max_memory`` bytes (default: half the memory available on the model's device, at most 3 GiB
+                on a CPU: :func:`restorex_core.memory.default_budget`), untiled when the whole image fits;
+                running out of memory then halves the tile (and the guide pass) and tries again, down to 64.
+            progress: called as (done, total) after the guide pass and every tile (total = tiles + 1), or
+                (1, 1) untiled.
+            interrupt: called before every transformer block (guide pass and tiles); it stops by raising.
         """
         images = check_images(images)
+        if not priors.ready:
+            raise ValueError("these are raw input priors (PEM-S2 on a badly exposed photo), which describe the bad "
+                             "exposure: run FFEDM Enhance (RestoreX.enhance_priors) on them first, or give reference "
+                             "or blended priors")
         if priors.blocks != self.config.clip.taps or priors.dim != self.config.pem.dim:
             raise ValueError(f"priors of blocks {priors.blocks} (D={priors.dim}) do not fit this model "
                              f"(blocks {self.config.clip.taps}, D={self.config.pem.dim})")
         split = split_channels(images)
         vectors = list(priors.expand(images.shape[0]).to(self.device, self.dtype).vectors)
+        if tile != "auto":
+            if isinstance(tile, str) or (tile is not None and tile < 8):
+                raise ValueError(f"tile must be None, 'auto' or a size of at least 8 pixels, got {tile!r}")
+            out = self._restore_rgb(split.rgb, vectors, tile, overlap, guide_size, progress, interrupt)
+        else:
+            b, _, h, w = split.rgb.shape
+            budget = max_memory if max_memory is not None else default_budget(self.device)
+            plan = plan_tiles(self.config.restormer, self.dtype, height=h + 2 * BORDER, width=w + 2 * BORDER,
+                              batch=b, budget=budget, guide_size=guide_size)
+            chosen, guide, long_side = plan.tile, plan.guide_size, max(h, w) + 2 * BORDER
+            while True:
+                try:
+                    out = self._restore_rgb(split.rgb, vectors, chosen, min(overlap, (chosen or 0) // 4) if chosen
+                                            else overlap, guide, progress, interrupt)
+                    break
+                except (RuntimeError, MemoryError) as e:  # retried outside the handler, so the failed pass is freed
+                    if not (isinstance(e, MemoryError) or is_out_of_memory(e)):
+                        raise
+                    error = e
+                smaller = (chosen or long_side) // 2 // 8 * 8
+                if smaller < 64:
+                    raise error
+                # halve the guide pass as well: either pass may be the one that did not fit
+                guide = max(MIN_TILE, min(guide, long_side) // 2 // 8 * 8)
+                logger.warning("RestoreX ran out of memory with tile %s; retrying with tile %d (guide %d)", chosen,
+                               smaller, guide)
+                chosen = smaller
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+        out = out.to(images.device, images.dtype).clamp(0.0, 1.0)
+        return split.merge(out)
+
+    def _restore_rgb(self, rgb: Tensor, vectors: list[Tensor], tile: int | None, overlap: int, guide_size: int,
+                     progress: Progress | None, interrupt: Interrupt | None) -> Tensor:
+        """(B, 3, H, W) -> the Restormer's (B, 3, H, W), unclamped, on the model's device."""
+        # channels_last: the layout the CPU convolutions run fastest in (2-3x); the MDTA reads it as is
+        layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
 
         def run(x: Tensor) -> Tensor:
             padded, (h, w) = pad_to_multiple(x.to(self.device, self.dtype), self.restormer.multiple_of)
-            return self.restormer(padded, vectors)[:, :, :h, :w]
+            out = self.restormer(padded.contiguous(memory_format=layout), vectors, interrupt=interrupt)
+            return out[:, :, :h, :w]
 
-        rgb, (h0, w0), m = split.rgb, split.rgb.shape[-2:], BORDER
+        (h0, w0), m = rgb.shape[-2:], BORDER
         if tile is None or (h0 <= tile and w0 <= tile):
             out = run(pad_border(rgb, m))[:, :, m:m + h0, m:m + w0]
             if progress is not None:
                 progress(1, 1)
-        else:  # pad the whole image first, so border tiles see the same padding as an untiled run
-            padded, _ = pad_to_multiple(pad_border(rgb, m), self.restormer.multiple_of)
-            ph, pw = padded.shape[-2:]
-            scale = min(1.0, guide_size / max(ph, pw))
-            guide = padded if scale == 1.0 else F.interpolate(
-                padded, size=(max(8, round(ph * scale)), max(8, round(pw * scale))), mode="bilinear", antialias=True)
-            guide, _ = pad_to_multiple(guide.to(self.device, self.dtype), self.restormer.multiple_of)
-            with self.restormer.shared_attention(guide, vectors):
-                out = tiled_apply(run, padded, tile=tile, overlap=overlap, progress=progress)[:, :, m:m + h0, m:m + w0]
-        out = out.to(images.device, images.dtype).clamp(0.0, 1.0)
-        return split.merge(out)
+            return out
+        # pad the whole image first, so border tiles see the same padding as an untiled run
+        padded, _ = pad_to_multiple(pad_border(rgb, m), self.restormer.multiple_of)
+        ph, pw = padded.shape[-2:]
+        scale = min(1.0, guide_size / max(ph, pw))
+        guide = padded if scale == 1.0 else F.interpolate(
+            padded, size=(max(8, round(ph * scale)), max(8, round(pw * scale))), mode="bilinear", antialias=True)
+        guide, _ = pad_to_multiple(guide.to(self.device, self.dtype), self.restormer.multiple_of)
+        tiles = len(tile_starts(ph, tile, overlap)) * len(tile_starts(pw, tile, overlap))
+        with self.restormer.shared_attention(guide.contiguous(memory_format=layout), vectors, interrupt=interrupt):
+            if progress is not None:
+                progress(1, tiles + 1)
+            out = tiled_apply(run, padded, tile=tile, overlap=overlap, interrupt=interrupt,
+                              progress=None if progress is None else lambda done, _: progress(done + 1, tiles + 1))
+        return out[:, :, m:m + h0, m:m + w0]
 
     def correct(
         self,
@@ -179,9 +248,50 @@ class RestoreX(nn.Module):
         *,
         seed: int | None = 0,
         steps: int | None = None,
+        tile: Tile = None,
+        overlap: int = 32,
+        max_memory: int | None = None,
+        progress: Progress | None = None,
+        interrupt: Interrupt | None = None,
+    ) -> Tensor:
+        """The whole method: priors from the input, enhanced by FFEDM, injected into the Restormer.
+
+        ``tile``, ``max_memory``, ``progress`` (per Restormer tile) and ``interrupt`` as in :meth:`restore`.
+        """
+        if interrupt is not None:
+            interrupt()
+        priors = self.enhance_priors(self.extract_priors(images, source="input"), steps=steps, seed=seed,
+                                     interrupt=interrupt)
+        return self.restore(images, priors, tile=tile, overlap=overlap, max_memory=max_memory, progress=progress,
+                            interrupt=interrupt)
+
+    def correct_sequence(
+        self,
+        frames: Tensor,
+        *,
+        window: int = 9,
+        seed: int | None = 0,
+        steps: int | None = None,
+        stabilize: bool = True,
         tile: int | None = None,
         overlap: int = 32,
+        batch: int = 1,
+        progress: Progress | None = None,
+        interrupt: Callable[[], None] | None = None,
     ) -> Tensor:
-        """The whole method: priors from the input, enhanced by FFEDM, injected into the Restormer."""
-        priors = self.enhance_priors(self.extract_priors(images, source="input"), steps=steps, seed=seed)
-        return self.restore(images, priors, tile=tile, overlap=overlap)
+        """Correct a clip without flicker: the same FFEDM noise for every frame, priors and global brightness
+        smoothed over a centred window of ``window`` (odd) frames, then frame-by-frame restoration in bounded
+        memory. ``window=1`` equals :meth:`correct` per frame bit for bit. See :mod:`restorex_core.sequence`.
+
+        Args:
+            frames: (T, C, H, W) float in [0, 1]; the result has the same shape, dtype and device.
+            progress: called as (done, T) per frame. interrupt: called between frames; raises to stop.
+        """
+        from .sequence import iter_corrected
+
+        out = torch.empty_like(frames)
+        for t, frame in iter_corrected(self, frames, window=window, seed=seed, steps=steps, stabilize=stabilize,
+                                       tile=tile, overlap=overlap, batch=batch, progress=progress,
+                                       interrupt=interrupt):
+            out[t] = frame[0]
+        return out

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from .arch.prior_diffusion import FFEDM
-from .scheduler import DDPMScheduler
+from .scheduler import DDPMScheduler, Generators, randn
 
 
 def sample_priors(
@@ -17,7 +17,7 @@ def sample_priors(
     cond: Tensor,
     *,
     steps: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     target: Tensor | None = None,
     callback: Callable[[int, int], None] | None = None,
 ) -> Tensor:
@@ -25,12 +25,12 @@ def sample_priors(
 
     Args:
         cond: (B, N, d) encoded degraded priors c_i.
+        generator: one, or a list of one per batch item (each item's noise then does not depend on the batch).
         target: (B, N, d) encoded target priors (training only): start from q(x_T | target), as DiffIR does.
     Returns:
         (B, N, d) x_0 after the last step.
     """
-    noise = torch.randn(cond.shape, generator=generator, dtype=torch.float32,
-                        device=generator.device if generator is not None else "cpu").to(cond.device)
+    noise = randn(cond.shape, generator).to(cond.device)
     scheduler.set_timesteps(steps)
     t_start = int(scheduler.timesteps[0])
     x = noise if target is None else scheduler.add_noise(target, noise, t_start)

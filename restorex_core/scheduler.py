@@ -18,8 +18,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-PredictionType = Literal["sample", "epsilon"]
+from .arch.prior_diffusion import FFEDMConfig, PredictionType
+
 BetaSchedule = Literal["sqrt_linear", "linear"]
+Generators = torch.Generator | list[torch.Generator] | None  # a list: one generator per batch item (diffusers)
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class DDPMScheduler:
         if prediction_type not in ("sample", "epsilon"):
             raise ValueError(f"prediction_type must be 'sample' or 'epsilon', not {prediction_type!r}")
         if beta_schedule == "sqrt_linear":  # DiffIR's make_beta_schedule('linear'): linspace of sqrt, squared
-            betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64, device="cpu") ** 2
+            betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64) ** 2
         elif beta_schedule == "linear":
             betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64, device="cpu")
         else:
@@ -56,8 +58,12 @@ class DDPMScheduler:
         self.alphas = 1.0 - betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         self.set_timesteps(num_train_timesteps)  # all T steps: coefficients(t) are then the DDPM posterior's
-        table = torch.tensor([self.coefficients(t) for t in range(num_train_timesteps)], dtype=torch.float64)
-        self.posterior_mean_coef1, self.posterior_mean_coef2, self.posterior_variance = table.unbind(dim=1)
+
+    @classmethod
+    def from_config(cls, config: FFEDMConfig) -> DDPMScheduler:
+        """FFEDM's scheduler: its T, betas and objective; "epsilon" samples stochastically (eq. 5)."""
+        return cls(num_train_timesteps=config.timesteps, beta_start=config.beta_start, beta_end=config.beta_end,
+                   prediction_type=config.objective, stochastic=config.objective == "epsilon")
 
     def set_timesteps(self, num_inference_steps: int | None = None, device: torch.device | str | None = None) -> None:
         """Spread ``num_inference_steps`` (<= T) evenly over the T training steps, last step t = 0."""
@@ -84,12 +90,24 @@ class DDPMScheduler:
         var = beta_t * (1.0 - ab_prev) / (1.0 - ab_t)
         return float(coef1), float(coef2), float(var)
 
-    def add_noise(self, original_samples: Tensor, noise: Tensor, t: int) -> Tensor:
-        """Eq. 2: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps."""
-        ab = self.alphas_cumprod[int(t)]
-        return float(ab.sqrt()) * original_samples + float((1 - ab).sqrt()) * noise
+    def add_noise(self, original_samples: Tensor, noise: Tensor, timesteps: Tensor | int) -> Tensor:
+        """Eq. 2: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps.
 
-    def step(self, model_output: Tensor, t: int, sample: Tensor, generator: torch.Generator | None = None) -> StepOutput:
+        Args:
+            original_samples, noise: (B, ...) x_0 and eps.
+            timesteps: one int for the whole batch, or (B,) integers, one per sample.
+        """
+        t = torch.as_tensor(timesteps).to("cpu", torch.long)
+        if t.ndim > 1 or (t.ndim == 1 and t.shape[0] != original_samples.shape[0]):
+            raise ValueError(f"timesteps must be an int or one per sample ({original_samples.shape[0]},), got shape "
+                             f"{tuple(t.shape)}")
+        ab = self.alphas_cumprod[t]
+        ab = ab.reshape(*ab.shape, *[1] * (original_samples.ndim - ab.ndim))  # broadcast over the sample's dims
+        sqrt_ab = ab.sqrt().to(original_samples.device, original_samples.dtype)
+        sqrt_one_minus_ab = (1 - ab).sqrt().to(original_samples.device, original_samples.dtype)
+        return sqrt_ab * original_samples + sqrt_one_minus_ab * noise
+
+    def step(self, model_output: Tensor, t: int, sample: Tensor, generator: Generators = None) -> StepOutput:
         """One reverse step x_t -> x_{t-1}."""
         t = int(t)
         ab_t = self.alphas_cumprod[t]
@@ -100,7 +118,21 @@ class DDPMScheduler:
         coef1, coef2, var = self.coefficients(t)
         prev = coef1 * x0_hat + coef2 * sample  # eq. 4
         if self.stochastic and self._prev.get(t, -1) >= 0 and var > 0:  # eq. 5's noise term
-            noise = torch.randn(sample.shape, generator=generator, dtype=torch.float32,
-                                device=generator.device if generator is not None else "cpu")
+            noise = randn(sample.shape, generator)
             prev = prev + var**0.5 * noise.to(device=sample.device, dtype=sample.dtype)
         return StepOutput(prev_sample=prev, pred_original_sample=x0_hat)
+
+
+def randn(shape: tuple[int, ...] | torch.Size, generator: Generators) -> Tensor:
+    """Standard normal float32 noise on the generator's device (the CPU without one).
+
+    A list of generators draws batch item b from ``generator[b]`` alone, so an item gets the same noise
+    whatever batch it is in.
+    """
+    if isinstance(generator, list):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}: give one per item")
+        return torch.cat([torch.randn((1, *shape[1:]), generator=g, dtype=torch.float32, device=g.device)
+                          for g in generator]).to(generator[0].device if generator else "cpu")
+    device = generator.device if generator is not None else "cpu"
+    return torch.randn(tuple(shape), generator=generator, dtype=torch.float32, device=device)

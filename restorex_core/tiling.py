@@ -46,8 +46,12 @@ def tiled_apply(
     tile: int,
     overlap: int,
     progress: Callable[[int, int], None] | None = None,
+    interrupt: Callable[[], None] | None = None,
 ) -> Tensor:
-    """Apply ``fn`` ((B, C, h, w) -> (B, C, h, w)) to ``x`` (B, C, H, W) tile by tile and blend."""
+    """Apply ``fn`` ((B, C, h, w) -> (B, C, h, w)) to ``x`` (B, C, H, W) tile by tile and blend.
+
+    ``progress`` is called as (done, total) after every tile; ``interrupt`` before every tile (it raises to stop).
+    """
     if tile < 8:
         raise ValueError(f"tile must be at least 8 pixels, got {tile}")
     if not 0 <= overlap < tile // 2:
@@ -63,6 +67,8 @@ def tiled_apply(
         for x0 in xs:
             tw = min(tile, w - x0)
             wx = feather(tw, overlap, x0 > 0, x0 + tw < w, x.device)
+            if interrupt is not None:
+                interrupt()
             piece = fn(x[:, :, y0 : y0 + th, x0 : x0 + tw])
             mask = (wy[:, None] * wx[None, :])[None, None]  # (1, 1, th, tw)
             out[:, :, y0 : y0 + th, x0 : x0 + tw] += piece.float().to(x.device) * mask

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +18,7 @@ import torch
 from restorex_cli import cli, imageio
 from restorex_cli.imageio import read_image, write_image
 from restorex_core import RestoreX, RestoreXConfig, load_checkpoint, save_checkpoint
+from restorex_core.errors import CheckpointError, MissingWeightsError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -76,11 +81,11 @@ def test_correct_a_folder_keeps_names_depths_formats_and_alpha(tmp_path, capsys,
 
 def test_recursive_keeps_the_folder_structure(tmp_path, capsys, checkpoint):
     (tmp_path / "in" / "sub").mkdir(parents=True)
-    write_image(tmp_path / "in" / "top.png", torch.rand(1, 3, 24, 20))
+    write_image(tmp_path / "in" / "top.png", torch.rand(1, 3, 48, 40))
     write_image(tmp_path / "in" / "sub" / "nested.jpg", torch.rand(1, 3, 16, 16))
     assert [rel.name for _, rel in cli.collect_inputs([tmp_path / "in"])] == ["top.png"]
     code, _, err = run(capsys, "correct", tmp_path / "in", "--out", tmp_path / "out", "--weights", checkpoint,
-                       "--recursive", "--tile", "16", "--overlap", "4", "--steps", "2", "--seed", "3")
+                       "--recursive", "--tile", "32", "--overlap", "8", "--steps", "2", "--seed", "3")
     assert code == 0, err
     assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.*")) == [
         "sub/nested.jpg", "top.png"]
@@ -188,3 +193,171 @@ def test_info_prints_config_counts_metadata_and_sha256(tmp_path, capsys, checkpo
     assert info["clip_trunk"] == "external" and info["parameters"]["clip"]["stored_values"] == 0
     assert info["parameters"]["clip"]["parameters"] > 0
     assert info["size_bytes"] == external.stat().st_size
+
+
+# -- faults a new user hit (issue 9) ---------------------------------------------------------------------
+_PROBE = ("import sys\nfrom restorex_cli.cli import main\nrc = main(sys.argv[1:])\n"
+          "print('torch imported' if 'torch' in sys.modules else 'torch not imported', rc)")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["correct", "missing.png", "--out", "out"],
+                                  ["correct", "--seed", str(2**70), "x.png", "--out", "out"]])
+def test_arguments_are_checked_before_torch_is_imported(tmp_path, argv):
+    result = subprocess.run([sys.executable, "-c", _PROBE, *argv], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.stdout.strip().endswith(f"torch not imported {0 if argv == ['--help'] else 2}"), result
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fail the test if the model is loaded: these errors must come before that work."""
+    import restorex_core.checkpoint
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(restorex_core.checkpoint, "load_checkpoint", refuse)
+
+
+def test_bad_out_is_refused_before_the_model_loads(tmp_path, capsys, checkpoint, no_model_load):
+    write_image(tmp_path / "x.png", torch.rand(1, 3, 8, 8))
+    (tmp_path / "a_file").write_text("not a folder")
+    base = ("correct", tmp_path / "x.png", "--weights", checkpoint)
+    code, _, err = run(capsys, *base, "--out", tmp_path / "a_file")
+    assert code == 2 and "is a file, not a folder" in err
+    code, _, err = run(capsys, *base, "--out", tmp_path / "a_file" / "sub")
+    assert code == 2 and "cannot be made" in err and str(tmp_path / "a_file") in err
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.access(locked, os.W_OK):
+        pytest.skip("running as a user who may write anywhere (root): no folder is unwritable")
+    code, _, err = run(capsys, *base, "--out", locked / "out")
+    assert code == 2 and "no permission to write" in err
+
+
+def test_weights_that_are_a_folder_or_a_pickle_say_so(tmp_path, capsys, checkpoint, no_model_load):
+    write_image(tmp_path / "x.png", torch.rand(1, 3, 8, 8))
+    base = ("correct", tmp_path / "x.png", "--out", tmp_path / "out", "--weights")
+    code, _, err = run(capsys, *base, tmp_path)
+    assert code == 2 and "is a folder" in err and "not found" not in err
+    pickled = tmp_path / "model.pt"
+    torch.save({"model": RestoreX(RestoreXConfig.tiny()).state_dict(), "config": RestoreXConfig.tiny()}, pickled)
+    code, _, err = run(capsys, *base, pickled)
+    assert code == 2 and "pickle file" in err and ".safetensors" in err, err
+    assert "corrupt" not in err and "re-download" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_pickled_checkpoint_is_described_by_the_library_too(tmp_path):
+    pickled = tmp_path / "model.pt"
+    torch.save({"model": RestoreX(RestoreXConfig.tiny()).state_dict(), "config": RestoreXConfig.tiny()}, pickled)
+    with pytest.raises(CheckpointError, match="pickle file.*not load.*safetensors"):
+        load_checkpoint(pickled)
+    with pytest.raises(MissingWeightsError, match="is a folder"):
+        load_checkpoint(tmp_path)
+
+
+def test_seed_steps_and_tile_are_checked_at_parse_time(tmp_path, capsys, checkpoint, no_model_load):
+    write_image(tmp_path / "x.png", torch.rand(1, 3, 8, 8))
+    base = ("correct", tmp_path / "x.png", "--out", tmp_path / "out", "--weights", checkpoint)
+    code, _, err = run(capsys, *base, "--seed", 2**70)
+    assert code == 2 and f"--seed must be in 0..{2**64 - 1}" in err
+    timesteps = RestoreXConfig.tiny().ffedm.timesteps
+    code, _, err = run(capsys, *base, "--steps", 99)
+    assert code == 2 and f"1..{timesteps}" in err and "T = " in err
+    code, _, err = run(capsys, *base, "--tile", 8, "--overlap", 0)
+    assert code == 2 and "--overlap 0" in err and "at least 8" in err
+    code, _, err = run(capsys, *base, "--tile", 8, "--overlap", 8)
+    assert code == 2 and "--tile 8 is too small" in err and "at least 32 pixels" in err
+    assert cli.min_tile(8, 8) == 32 and cli.min_tile(8, 32) == 72
+    assert not (tmp_path / "out").exists()
+
+
+def test_gray_alpha_comes_back_gray_alpha(tmp_path, capsys, checkpoint):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (20, 28, 2), dtype=np.uint8)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(pixels, mode="LA").save(tmp_path / "in" / "ga.png")
+    code, _, err = run(capsys, "correct", tmp_path / "in", "--out", tmp_path / "out", "--weights", checkpoint)
+    assert code == 0, err
+    with Image.open(tmp_path / "out" / "ga.png") as im:
+        assert im.mode == "LA"
+        out = np.asarray(im)
+    assert np.array_equal(out[..., 1], pixels[..., 1])  # alpha untouched
+    gray = torch.from_numpy(pixels[..., 0].astype(np.float32) / 255)[None, None]
+    with torch.inference_mode():
+        expected = load_checkpoint(checkpoint).correct(gray, seed=0)
+    assert np.array_equal(out[..., 0], np.rint(expected[0, 0].numpy() * 255).astype(np.uint8))
+
+
+def test_sigterm_while_writing_exits_143_and_leaves_no_temp_file(tmp_path, capsys, checkpoint, monkeypatch):
+    (tmp_path / "in").mkdir()
+    write_image(tmp_path / "in" / "deep.png", torch.rand(1, 3, 16, 16), bit_depth=16)
+    encode = imageio.encode_png
+
+    def terminated_mid_write(array, **kwargs):  # a real SIGTERM, delivered while the temporary file is open
+        data = encode(array, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return data
+
+    monkeypatch.setattr(imageio, "encode_png", terminated_mid_write)
+    previous = signal.getsignal(signal.SIGTERM)
+    code, _, err = run(capsys, "correct", tmp_path / "in", "--out", tmp_path / "out", "--weights", checkpoint)
+    assert code == 143 and "terminated" in err
+    assert list((tmp_path / "out").iterdir()) == []  # no hidden .tmp file either
+    assert signal.getsignal(signal.SIGTERM) == previous  # the handler is the command's only
+
+
+def test_sigterm_to_a_running_cli_process(tmp_path, checkpoint):
+    (tmp_path / "in").mkdir()
+    for i in range(60):
+        write_image(tmp_path / "in" / f"{i:03d}.png", torch.rand(1, 3, 64, 64), bit_depth=16)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "restorex_cli", "correct", str(tmp_path / "in"), "--out",
+                             str(out), "--weights", str(checkpoint), "--device", "cpu"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.is_dir() and any(out.iterdir())) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be terminated"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "terminated" in err and "Traceback" not in err
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert all(read_image(p).tensor.shape == (1, 3, 64, 64) for p in out.iterdir())  # every file is whole
+
+
+# -- automatic tiling ----------------------------------------------------------------------------------------
+
+
+def test_tile_and_max_memory_arguments_parse_or_exit_2(tmp_path, capsys, checkpoint):
+    assert cli.tile_arg("auto") == "auto" and cli.tile_arg("None") is None and cli.tile_arg("512") == 512
+    assert cli.memory_arg("4G") == 4 << 30 and cli.memory_arg("1500M") == 1500 << 20
+    assert cli.memory_arg("1.5GiB") == int(1.5 * (1 << 30)) and cli.memory_arg("268435456") == 1 << 28
+    assert cli.build_parser().parse_args(["correct", "x.png", "--out", "o"]).tile == "auto"  # the default
+    write_image(tmp_path / "a.png", torch.rand(1, 3, 16, 16))
+    for bad in (["--tile", "big"], ["--max-memory", "lots"], ["--max-memory", "1M"]):
+        code, _, err = run(capsys, "correct", tmp_path / "a.png", "--out", tmp_path / "out", "--weights",
+                           checkpoint, *bad)
+        assert code == 2 and bad[0] in err
+
+
+def test_max_memory_tiles_one_photo_and_the_bar_moves_per_tile(tmp_path, capsys, checkpoint):
+    image = torch.rand(1, 3, 300, 340, generator=torch.Generator().manual_seed(5))  # ~124 MB untiled: over 64M
+    write_image(tmp_path / "in.png", image, bit_depth=16)
+    code, _, err = run(capsys, "correct", tmp_path / "in.png", "--out", tmp_path / "out", "--weights", checkpoint,
+                       "--max-memory", "64M")  # the default --tile auto plans for it
+    assert code == 0, err
+    model = load_checkpoint(checkpoint)
+    with torch.inference_mode():
+        want = model.correct(read_image(tmp_path / "in.png").tensor, seed=0, tile="auto", max_memory=64 << 20)
+    got = read_image(tmp_path / "out" / "in.png").tensor
+    assert (got - want).abs().max() <= 1 / 65535 + 1e-6
+    parts = sorted({float(m) for m in re.findall(r"(\d\.\d\d)/1 ", err)})
+    assert parts[0] == 0.0 and parts[-1] == 1.0 and len(parts) > 3  # the guide pass and every tile moved the bar

@@ -292,10 +292,10 @@ class _FakeHub(http.server.BaseHTTPRequestHandler):
         if body:
             self.wfile.write(data)
 
-    def do_HEAD(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_HEAD(self) -> None:  # http.server's naming
         self._reply(False)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._reply(True)
 
     def log_message(self, *args: object) -> None:

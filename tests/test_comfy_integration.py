@@ -24,14 +24,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageSequence
 
 from restorex_core import RestoreX, RestoreXConfig, load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOWS = sorted((ROOT / "example_workflows" / "api").glob("*.json"))
+VIDEO_WORKFLOW = ROOT / "example_workflows" / "api" / "restorex_video.json"  # its own test: a clip, not a photo
+WORKFLOWS = sorted(p for p in (ROOT / "example_workflows" / "api").glob("*.json") if p != VIDEO_WORKFLOW)
 HARNESS = Path(os.environ.get("COMFY_HARNESS_DIR", ROOT.parent / "shared" / "tools" / "comfy_harness"))
 CHECKPOINT = "restorex-test.safetensors"
 
@@ -170,3 +171,34 @@ def test_missing_checkpoint_is_refused_before_running_with_the_folders_searched(
                        expect="validation_error")
     assert "nowhere.safetensors" in stderr and str(server.base / "models" / "restorex") in stderr
 
+
+
+def _clip(path: Path, frames: int, h: int, w: int) -> None:
+    """A lossless animated WebP: the test picture panned 2 px per frame, its exposure hunting around -1.3 EV."""
+    y, x = np.mgrid[0:h, 0 : w + 2 * frames].astype(np.float32)
+    wide = np.stack([x / x.max(), y / h, 0.5 + 0.5 * np.sin(x / 7.0) * np.cos(y / 5.0)], axis=-1)
+    pictures = []
+    for t in range(frames):
+        gain = 0.4 * 2 ** (0.35 * np.sin(t * 1.9))
+        crop = wide[:, 2 * t : 2 * t + w]
+        pictures.append(Image.fromarray((np.clip(crop * gain, 0, 1) * 255).astype(np.uint8)))
+    pictures[0].save(path, save_all=True, append_images=pictures[1:], lossless=True, duration=40)
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    return [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(Image.open(path))]
+
+
+def test_video_workflow_corrects_a_48_frame_clip_on_a_real_comfyui(server, tmp_path):
+    """Load Image (every frame of an animated WebP) -> Exposure Correct (Video) -> SaveAnimatedWEBP (lossless)."""
+    _clip(server.base / "input" / "rx_clip.webp", 48, 40, 56)
+    record, _ = submit(server, VIDEO_WORKFLOW, tmp_path, '1.image="rx_clip.webp"', f'2.model_name="{CHECKPOINT}"')
+    (saved,) = record["history"]["outputs"]["4"]["images"]
+    got = np.stack(_frames(tmp_path / saved["filename"]))
+    clip = torch.from_numpy(np.stack(_frames(server.base / "input" / "rx_clip.webp"))).float().div(255)
+    with torch.inference_mode():  # the workflow's widgets: window 9, seed 0
+        want = server.model.correct_sequence(clip.permute(0, 3, 1, 2), window=9, seed=0)
+    want = np.clip(255.0 * want.permute(0, 2, 3, 1).numpy(), 0, 255).astype(np.uint8)  # SaveAnimatedWEBP truncates
+    assert got.shape == (48, 40, 56, 3)
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert diff.max() <= 1, f"{int((diff > 1).sum())} values differ by more than 1 LSB (max {diff.max()})"

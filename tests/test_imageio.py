@@ -146,10 +146,28 @@ def test_palette_cmyk_and_gray_alpha_are_converted(tmp_path):
     np.testing.assert_array_equal(keyed[..., 3] == 0, (rgb == key).all(axis=2))
     np.testing.assert_array_equal(keyed[..., :3], rgb)
     assert read_image(tmp_path / "c.tif").tensor.shape == (1, 3, 13, 17)
-    la = read_image(tmp_path / "la16.png")
-    expected = np.concatenate([gray_alpha[..., :1].repeat(3, 2), gray_alpha[..., 1:]], 2)
+    la = read_image(tmp_path / "la16.png")  # gray + alpha stays gray + alpha
     assert la.bit_depth == 16
-    np.testing.assert_array_equal(as_ints(la.tensor, 16), expected)
+    np.testing.assert_array_equal(as_ints(la.tensor, 16), gray_alpha)
+
+
+@pytest.mark.parametrize(("suffix", "depth"), [(".png", 8), (".png", 16), (".tif", 8), (".tif", 16)])
+def test_gray_alpha_round_trips_as_gray_alpha(tmp_path, suffix, depth):
+    array = random_image(np.random.default_rng(7), 2, depth)
+    tensor = torch.from_numpy(array.astype(np.float32) / (65535.0 if depth == 16 else 255.0)).permute(2, 0, 1)[None]
+    loaded = read_image(write_image(tmp_path / f"la{suffix}", tensor, bit_depth=depth))
+    assert loaded.tensor.shape[1] == 2 and loaded.bit_depth == depth
+    np.testing.assert_array_equal(as_ints(loaded.tensor, depth), array)
+    if depth == 8:  # Pillow has no 16-bit gray + alpha mode (our PNG codec and tifffile write those)
+        with Image.open(tmp_path / f"la{suffix}") as im:
+            assert im.mode == "LA"
+
+
+def test_float_tiff_is_refused_naming_the_reason(tmp_path):
+    tifffile.imwrite(tmp_path / "hdr.tif", np.random.default_rng(0).random((8, 8, 3), dtype=np.float32),
+                     photometric="rgb")
+    with pytest.raises(ImageInputError, match="32-bit floating-point TIFF is not supported.*8- or 16-bit"):
+        read_image(tmp_path / "hdr.tif")
 
 
 def test_tiff_16bit_rgb_planar_and_compressed_files_read_exactly(tmp_path):

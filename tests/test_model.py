@@ -31,10 +31,68 @@ def test_seeded_correction_is_deterministic_and_seed_matters(tiny_model):
 def test_batch_items_are_independent(tiny_model):
     x = torch.rand(3, 3, 16, 16)
     with torch.inference_mode():
-        pri = tiny_model.extract_priors(x)
+        pri = tiny_model.extract_priors(x, source="reference")
         whole = tiny_model.restore(x, pri.to(torch.float32))
         single = tiny_model.restore(x[1:2], pri[1])
     assert torch.allclose(whole[1:2], single, atol=1e-6)
+
+
+@pytest.mark.parametrize("objective", ["sample", "epsilon"])  # epsilon also draws noise at every step
+def test_a_batch_corrects_each_image_as_it_would_alone(objective):
+    torch.manual_seed(0)
+    model = RestoreX(RestoreXConfig.tiny().replace(ffedm={"objective": objective})).eval()
+    x = torch.rand(3, 3, 24, 24)
+    with torch.inference_mode():
+        batch = model.correct(x, seed=7)
+        alone = torch.cat([model.correct(x[i:i + 1], seed=7) for i in range(3)])
+        priors = model.enhance_priors(model.extract_priors(x), seed=7).stacked()
+        priors_alone = torch.cat([model.enhance_priors(model.extract_priors(x[i:i + 1]), seed=7).stacked()
+                                  for i in range(3)])
+    # Equal up to float rounding of batched matrix products (~1e-7); other noise moves the priors by ~0.1.
+    assert torch.allclose(priors, priors_alone, atol=1e-5, rtol=0)
+    # The untrained Restormer amplifies that rounding (up to ~1e-4 here), still far below one 8-bit level.
+    assert torch.allclose(batch, alone, atol=1e-3, rtol=0), (batch - alone).abs().max()
+    # The noise itself is exactly each image's own: per-image generators, seeded alike.
+    from restorex_core.scheduler import randn
+
+    gens = [torch.Generator().manual_seed(7) for _ in range(3)]
+    together = randn((3, 4, 18), gens)
+    assert all(torch.equal(together[i], randn((1, 4, 18), [torch.Generator().manual_seed(7)])[0]) for i in range(3))
+
+
+def test_restore_refuses_raw_input_priors_but_takes_reference_and_blended(tiny_model):
+    x = torch.rand(1, 3, 16, 16)
+    with torch.inference_mode():
+        raw = tiny_model.extract_priors(x, source="input")
+        with pytest.raises(ValueError, match="FFEDM Enhance"):
+            tiny_model.restore(x, raw)
+        reference = tiny_model.extract_priors(x, source="reference")
+        enhanced = tiny_model.enhance_priors(raw, seed=0)
+        for priors in (reference, enhanced, enhanced.lerp(reference, 0.5), raw.lerp(reference, 0.5)):
+            assert tiny_model.restore(x, priors).shape == x.shape
+
+
+def test_training_chain_starts_from_q_x_T_given_the_target():
+    """enhance_priors(target=...) starts the chain at x_T = sqrt(ab_T) x_target + sqrt(1 - ab_T) eps (DiffIR)."""
+    from restorex_core.pipeline import sample_priors
+
+    torch.manual_seed(0)
+    model = RestoreX(RestoreXConfig.tiny()).eval()
+    first_inputs = []
+    model.ffedm.register_forward_pre_hook(lambda module, args: first_inputs.append(args[0].clone()))
+    cond, target = torch.randn(2, 4, 18), torch.randn(2, 4, 18)
+    sample_priors(model.ffedm, model.scheduler, cond, generator=torch.Generator().manual_seed(5), target=target)
+    eps = torch.randn((2, 4, 18), generator=torch.Generator().manual_seed(5))
+    ab = float(model.scheduler.alphas_cumprod[-1])
+    assert torch.allclose(first_inputs[0], ab**0.5 * target + (1 - ab) ** 0.5 * eps, atol=1e-6)
+    with torch.no_grad():  # and through the model: a different target moves the start and the result
+        raw = model.extract_priors(torch.rand(1, 3, 16, 16))
+        reference = model.extract_priors(torch.rand(1, 3, 16, 16), source="reference")
+        far = Priors(tuple(v + 10 for v in reference.vectors), reference.blocks, "reference")
+        a = model.enhance_priors(raw, seed=1, target=reference).stacked()
+        b = model.enhance_priors(raw, seed=1, target=far).stacked()
+        plain = model.enhance_priors(raw, seed=1).stacked()
+    assert not torch.allclose(a, b) and not torch.allclose(a, plain)
 
 
 def test_stage1_and_stage2_priors_differ_and_are_labelled(tiny_model):
@@ -94,7 +152,7 @@ def test_tiled_output_within_2_of_255_of_untiled(tiny_model):
         whole = tiny_model.restore(img, pri)
         tiled = tiny_model.restore(img, pri, tile=128, overlap=32, progress=lambda d, t: calls.append((d, t)))
     assert (whole - tiled).abs().max().item() * 255 <= 2.0
-    assert calls[-1] == (36, 36)  # 6 x 6 tiles of 128 with stride 96 over 512 + 2 x 8 mirrored border = 528
+    assert calls[-1] == (37, 37)  # the guide pass + 6 x 6 tiles of 128, stride 96, over 512 + 2 x 8 border = 528
 
 
 def test_gray_and_rgba_inputs(tiny_model):

@@ -193,7 +193,7 @@ def reference_correct(model, img, *, seed=0, tile=None, overlap=32):
 
 def test_every_node_is_registered_with_a_tooltip_on_every_input(pack):
     ids = {"LoadRestoreXModel", "RestoreXExtractCLIPPriors", "RestoreXFFEDMEnhance", "RestoreXRestormerInject",
-           "RestoreXExposureCorrect", "RestoreXBlendPriors", "RestoreXVisualizePriors"}
+           "RestoreXExposureCorrect", "RestoreXExposureCorrectVideo", "RestoreXBlendPriors", "RestoreXVisualizePriors"}
     assert set(pack.NODE_CLASS_MAPPINGS) == ids == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
     for cls in pack.NODE_CLASS_MAPPINGS.values():
         spec = cls.INPUT_TYPES()
@@ -222,7 +222,8 @@ def test_example_workflows_match_the_nodes(pack):
     """UI workflows and their API twins agree with each other and with the nodes' INPUT_TYPES."""
     widget_types = {"INT", "FLOAT", "STRING", "BOOLEAN"}
     ui_files = sorted((ROOT / "example_workflows").glob("*.json"))
-    assert [p.stem for p in ui_files] == ["restorex_one_node", "restorex_reference_guided", "restorex_staged"]
+    assert [p.stem for p in ui_files] == ["restorex_one_node", "restorex_reference_guided", "restorex_staged",
+                                          "restorex_video"]
     for path in ui_files:
         ui, api = json.loads(path.read_text()), json.loads((path.parent / "api" / path.name).read_text())
         assert {str(n["id"]) for n in ui["nodes"]} == set(api)
@@ -396,17 +397,18 @@ def test_tiling_runs_every_tile_and_matches_the_core(pack, loaded, tiny, comfy):
     comfy.bars.clear()
     out = staged(pack, loaded, img, seed=6, tile=32, overlap=8)
     tiles = len(tile_starts(72 + 16, 32, 8)) * len(tile_starts(80 + 16, 32, 8))  # + the 8-pixel mirrored border
-    assert tiles == 16 and comfy.bars[-1].updates[-1] == (16, 16) and len(comfy.bars[-1].updates) == 16
+    # one update for the guide pass (the whole image's attention maps), then one per tile
+    assert tiles == 16 and comfy.bars[-1].updates[-1] == (17, 17) and len(comfy.bars[-1].updates) == 17
     torch.testing.assert_close(out, reference_correct(tiny, img, seed=6, tile=32, overlap=8))
     assert not torch.equal(out, staged(pack, loaded, img, seed=6))  # untiled differs: tiling did happen
 
 
 def test_automatic_tile_comes_from_free_memory(pack, loaded, tiny, comfy):
     img = image(h=136, w=136)
-    comfy.free_memory = 32 * 2**20  # the untiled 136^2 image needs ~20 MB of tiny-Restormer activations: 2x that
-    comfy.bars.clear()
+    comfy.free_memory = 32 * 2**20  # the untiled 136^2 image (152^2 with its border) needs ~20 MB of tiny-Restormer
+    comfy.bars.clear()  # activations (restorex_core.memory), more than half of that
     out = correct(pack, loaded, img, seed=9)
-    assert comfy.bars[-1].updates[-1] == (4, 4)  # 128-pixel tiles, 2 x 2
+    assert comfy.bars[-1].updates[-1] == (5, 5)  # the guide pass, then 128-pixel tiles, 2 x 2
     torch.testing.assert_close(out, reference_correct(tiny, img, seed=9, tile=128, overlap=32))
 
 
@@ -414,11 +416,11 @@ def test_out_of_memory_halves_the_tile(pack, loaded, tiny, comfy, monkeypatch):
     tried = []
     restore = loaded.model.restore
 
-    def failing_restore(images, priors, *, tile=None, overlap=32, progress=None):
+    def failing_restore(images, priors, *, tile=None, overlap=32, **kwargs):
         tried.append(tile)
         if tile is None or tile > 64:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
-        return restore(images, priors, tile=tile, overlap=overlap, progress=progress)
+        return restore(images, priors, tile=tile, overlap=overlap, **kwargs)
 
     monkeypatch.setattr(loaded.model, "restore", failing_restore)
     img = image(h=120, w=120)
@@ -432,11 +434,69 @@ def test_out_of_memory_halves_the_tile(pack, loaded, tiny, comfy, monkeypatch):
 
 def test_interrupt_stops_between_tiles(pack, loaded, comfy):
     img = image(h=72, w=80)
-    comfy.interrupt_after = 3  # the entry check and two tiles pass; the third tile's update interrupts
+    comfy.interrupt_after = 10**6
+    correct(pack, loaded, img, tile=32, overlap=8)
+    checks = 10**6 - comfy.interrupt_after  # every interrupt point of a whole run: stages, blocks, tiles
+    assert checks > 17 * 8  # at least every transformer block (8 in the tiny model) of the guide and 16 tiles
+    comfy.interrupt_after = checks // 2  # Cancel pressed halfway through
     comfy.bars.clear()
     with pytest.raises(InterruptProcessingException):
         correct(pack, loaded, img, tile=32, overlap=8)
-    assert [u[0] for u in comfy.bars[-1].updates] == [1, 2, 3]
+    done = [u[0] for u in comfy.bars[-1].updates]
+    assert done == list(range(1, len(done) + 1)) and 1 <= len(done) < 17  # stopped within a tile
+
+
+# -- video -------------------------------------------------------------------------------------------
+
+
+def video(pack, model, frames, *, window=3, seed=0, steps=0, strength=1.0, feather=0, tile=0, overlap=32, mask=None):
+    return node(pack, "RestoreXExposureCorrectVideo").correct(model, frames, window, seed, steps, strength, feather,
+                                                              tile, overlap, mask=mask)[0]
+
+
+def test_video_node_equals_the_core_and_window_1_equals_exposure_correct(pack, loaded, tiny):
+    frames = image(b=5, h=24, w=32)
+    out = video(pack, loaded, frames, window=3, seed=4)
+    with torch.inference_mode():
+        want = tiny.correct_sequence(frames.movedim(-1, 1), window=3, seed=4).movedim(1, -1)
+    assert out.shape == frames.shape and out.dtype == torch.float32
+    torch.testing.assert_close(out, want, atol=0, rtol=0)
+    per_frame = torch.cat([correct(pack, loaded, frames[t : t + 1], seed=4) for t in range(5)])
+    assert torch.equal(video(pack, loaded, frames, window=1, seed=4), per_frame)
+
+
+def test_video_node_reports_each_frame_and_stops_between_frames(pack, loaded, comfy):
+    frames = image(b=4, h=16, w=16)
+    comfy.bars.clear()
+    video(pack, loaded, frames)
+    assert [u[0] for u in comfy.bars[-1].updates] == [1, 2, 3, 4]
+    comfy.interrupt_after = 1 + 8 + 2 * 2  # run_tiled's entry, 2 x 4 first-pass frames, then per frame: the check
+    # before it and its progress update (every update is an interrupt point); the third frame's check stops
+    comfy.bars.clear()
+    with pytest.raises(InterruptProcessingException):
+        video(pack, loaded, frames)
+    assert [u[0] for u in comfy.bars[-1].updates] == [1, 2]
+
+
+def test_video_node_sizes_memory_for_one_frame_and_keeps_the_clip_on_the_host(pack, loaded, comfy):
+    video(pack, loaded, image(b=2, h=16, w=16))
+    video(pack, loaded, image(b=8, h=16, w=16))
+    assert comfy.loads[-1][1] == comfy.loads[-2][1]
+
+
+def test_video_node_masks_strength_and_alpha(pack, loaded):
+    frames = image(b=3, h=24, w=32, c=4)
+    assert torch.equal(video(pack, loaded, frames, strength=0.0), frames)
+    assert torch.equal(video(pack, loaded, frames, mask=torch.zeros(1, 24, 32)), frames)
+    full = video(pack, loaded, frames)
+    assert torch.equal(full[..., 3], frames[..., 3])
+    masks = torch.zeros(3, 12, 16)
+    masks[1] = 1.0  # only the middle frame, at half resolution
+    out = video(pack, loaded, frames, mask=masks)
+    assert torch.equal(out[0], frames[0]) and torch.equal(out[2], frames[2])
+    torch.testing.assert_close(out[1], full[1])
+    with pytest.raises(ValueError, match="2 masks for 3 frames"):
+        video(pack, loaded, frames, mask=torch.ones(2, 24, 32))
 
 
 # -- priors tools --------------------------------------------------------------------------------------

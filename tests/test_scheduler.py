@@ -9,9 +9,9 @@ from restorex_core.scheduler import DDPMScheduler
 TABLE = {
     "betas": [0.1000, 0.2943, 0.5910, 0.9900],
     "alphas_cumprod": [0.9, 0.63514, 0.25980, 0.00260],
-    "posterior_mean_coef1": [1.0000, 0.7652, 0.6363, 0.5059],
-    "posterior_mean_coef2": [0.0000, 0.2302, 0.3153, 0.0742],
-    "posterior_variance": [0.0, 0.0807, 0.2913, 0.7347],
+}
+POSTERIOR = {  # (coef1, coef2, variance) of eqs. 4-5 with all T steps
+    0: (1.0000, 0.0000, 0.0), 1: (0.7652, 0.2302, 0.0807), 2: (0.6363, 0.3153, 0.2913), 3: (0.5059, 0.0742, 0.7347),
 }
 
 
@@ -21,10 +21,42 @@ def test_tables_match_method_md(name):
     assert torch.allclose(got, torch.tensor(TABLE[name], dtype=torch.float64), atol=6e-5), got
 
 
+def test_posterior_coefficients_match_method_md():
+    s = DDPMScheduler()
+    for t, expected in POSTERIOR.items():
+        assert s.coefficients(t) == pytest.approx(expected, abs=6e-5), t
+
+
+def test_add_noise_takes_one_timestep_per_sample():
+    s = DDPMScheduler()
+    x0, noise = torch.randn(4, 2, 6), torch.randn(4, 2, 6)
+    t = torch.tensor([3, 0, 2, 1])
+    batched = s.add_noise(x0, noise, t)
+    for b in range(4):
+        ab = float(s.alphas_cumprod[int(t[b])])
+        assert torch.allclose(batched[b], ab**0.5 * x0[b] + (1 - ab) ** 0.5 * noise[b], atol=1e-6)
+    assert torch.equal(s.add_noise(x0, noise, 2), s.add_noise(x0, noise, torch.full((4,), 2)))
+    with pytest.raises(ValueError, match="one per sample"):
+        s.add_noise(x0, noise, torch.tensor([1, 2]))
+
+
+def test_scheduler_from_ffedm_config_and_former_objective_names():
+    from restorex_core.arch.prior_diffusion import FFEDMConfig
+
+    assert FFEDMConfig(objective="x0") == FFEDMConfig(objective="sample")  # checkpoints written before v0.2
+    assert FFEDMConfig(objective="eps").objective == "epsilon"
+    s = DDPMScheduler.from_config(FFEDMConfig(objective="epsilon", timesteps=6))
+    assert (s.prediction_type, s.stochastic, s.num_train_timesteps) == ("epsilon", True, 6)
+    with pytest.raises(ValueError, match="'sample'.*'epsilon'"):
+        FFEDMConfig(objective="v_prediction")
+
+
 def test_sqrt_alphas_match_method_md():
     s = DDPMScheduler()
-    assert torch.allclose(s.alphas_cumprod.sqrt(), torch.tensor([0.9487, 0.7970, 0.5097, 0.0510], dtype=torch.float64), atol=1e-4)
-    assert torch.allclose((1 - s.alphas_cumprod).sqrt(), torch.tensor([0.3162, 0.6040, 0.8603, 0.9987], dtype=torch.float64), atol=1e-4)
+    f64 = torch.float64
+    assert torch.allclose(s.alphas_cumprod.sqrt(), torch.tensor([0.9487, 0.7970, 0.5097, 0.0510], dtype=f64), atol=1e-4)
+    assert torch.allclose((1 - s.alphas_cumprod).sqrt(), torch.tensor([0.3162, 0.6040, 0.8603, 0.9987], dtype=f64),
+                          atol=1e-4)
 
 
 def test_full_chain_with_fake_x0_model_is_closed_form():
@@ -35,7 +67,8 @@ def test_full_chain_with_fake_x0_model_is_closed_form():
     trace = []
     for t in s.timesteps.tolist():
         out = s.step(c, t, x)
-        expected = s.posterior_mean_coef1[t].item() * c + s.posterior_mean_coef2[t].item() * x
+        coef1, coef2, _ = s.coefficients(t)
+        expected = coef1 * c + coef2 * x
         assert torch.allclose(out.prev_sample, expected.float(), atol=1e-6)
         x = out.prev_sample
         trace.append(x)

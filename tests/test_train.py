@@ -91,8 +91,27 @@ def test_overrides_and_inheritance_parse(tmp_path):
         load_config(tmp_path / "child.toml", ["--train.learning_rate=1"])
     with pytest.raises(ValueError, match="--section.key=value"):
         load_config(tmp_path / "child.toml", ["--train.lr", "1e-4"])
-    with pytest.raises(ValueError, match="should be a int"):
+    with pytest.raises(ValueError, match="should be an int"):
         load_config(tmp_path / "child.toml", ["--train.max_steps=many"])
+
+
+def test_int_fields_refuse_floats_and_model_sections_are_typed(tmp_path):
+    (tmp_path / "c.toml").write_text('[model]\npreset = "tiny"\n')
+    with pytest.raises(ValueError, match=r"train.max_steps = 1000.0 must be a whole number.*write 1000"):
+        load_config(tmp_path / "c.toml", ["--train.max_steps=1e3"])
+    assert load_config(tmp_path / "c.toml", ["--train.lr=1"]).train.lr == 1.0  # an int is a fine float
+    with pytest.raises(ValueError, match=r"model.restormer.dim = 16.0 must be a whole number"):
+        load_config(tmp_path / "c.toml", ["--model.restormer.dim=16.0"])
+    with pytest.raises(ValueError, match=r"model.clip.taps\[1\] = 2.5 should be an int"):
+        load_config(tmp_path / "c.toml", ["--model.clip.taps=[1, 2.5]"])
+    with pytest.raises(ValueError, match=r"model.clip.trainable = 'yes' should be a bool"):
+        load_config(tmp_path / "c.toml", ["--model.clip.trainable=yes"])
+    with pytest.raises(ValueError, match=r"unknown keys \['width'\] in \[model.ffedm\]"):
+        load_config(tmp_path / "c.toml", ["--model.ffedm.width=3"])
+    with pytest.raises(ValueError, match=r"\[model\] takes preset and the sections"):
+        load_config(tmp_path / "c.toml", ["--model.unet.dim=3"])
+    with pytest.raises(ValueError, match="bad \\[model\\]: ffedm.objective"):
+        load_config(tmp_path / "c.toml", ["--model.ffedm.objective=v"])
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")), ids=lambda p: p.name)
@@ -249,3 +268,25 @@ def test_cli_runs_the_demo_config(tmp_path, capsys):
           "--data.crop=32", "--train.threads=1"])
     assert f"weights: {out / 'restorex.safetensors'}" in capsys.readouterr().out
     assert load_checkpoint(out / "restorex.safetensors").config == RestoreXConfig.tiny()
+
+
+def test_ema_update_is_the_closed_form_average():
+    """ema <- d * ema + (1 - d) * model, with d = min(decay, (1 + step) / (10 + step)); frozen weights stay."""
+    from training.ema import EMA
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    net[1].weight.requires_grad_(False)  # a frozen parameter: copied once, never averaged
+    ema = EMA(net, decay=0.9)
+    start = {k: v.clone() for k, v in ema.model.state_dict().items()}
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+        net[1].running_mean.add_(2.0)
+    ema.update(net, step=100)
+    d = ema.decay_at(100)
+    assert d == 0.9  # past the warm-up, (1 + 100) / (10 + 100) > 0.9
+    got, now = ema.model.state_dict(), net.state_dict()
+    for name in ("0.weight", "0.bias", "1.bias", "1.running_mean"):
+        assert torch.allclose(got[name], d * start[name] + (1 - d) * now[name], atol=1e-6), name
+    assert torch.equal(got["1.weight"], start["1.weight"])
+    assert ema.decay_at(0) == pytest.approx(0.1)  # warm-up: (1 + 0) / (10 + 0)

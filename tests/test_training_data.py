@@ -316,3 +316,17 @@ def test_paired_transform_small_images_resize_or_pad():
 def test_build_dataset_rejects_unknown_kind(tmp_path):
     with pytest.raises(ValueError, match="lcdp, msec, sice, pairs, stacks, synthetic"):
         build_dataset("fivek", tmp_path)
+
+
+def test_training_reads_16_bit_colour_png_exactly_with_the_cli_reader(tmp_path):
+    """One image reader: training.load_image keeps all 16 bits of a colour PNG (Pillow alone cuts them to 8)."""
+    from restorex_cli.imageio import write_image
+    from training.datasets import load_image
+
+    values = np.random.default_rng(0).integers(0, 65536, (3, 12, 10), dtype=np.uint16)
+    path = write_image(tmp_path / "deep.png", torch.from_numpy(values.astype(np.float32) / 65535)[None], bit_depth=16)
+    loaded = load_image(path)
+    assert loaded.shape == (3, 12, 10) and loaded.dtype == torch.float32
+    assert np.array_equal(np.rint(loaded.numpy() * 65535).astype(np.uint16), values)
+    rgba = write_image(tmp_path / "deep_alpha.png", torch.rand(1, 4, 6, 6), bit_depth=16)
+    assert load_image(rgba).shape == (3, 6, 6)  # alpha dropped

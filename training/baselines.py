@@ -96,7 +96,12 @@ def histogram_equalization(x: Tensor, target: Tensor | None = None) -> Tensor:
 
 
 def clahe_value(v: np.ndarray, *, tiles: int = 8, clip_limit: float = 0.01, bins: int = 256) -> np.ndarray:
-    """CLAHE of one channel of integer levels ``v`` (H, W) in [0, bins); returns floats in [0, 1]."""
+    """CLAHE of one channel of integer levels ``v`` (H, W) in [0, bins); returns floats in [0, 1].
+
+    Written here rather than calling scikit-image's ``equalize_adapthist``: that would add scikit-image and
+    scipy (~100 MB) to the ``train`` install for one baseline; tests/test_evaluate.py checks this one
+    against scikit-image (a test dependency only).
+    """
     h, w = v.shape
     ny, nx = min(tiles, h), min(tiles, w)
     ys = np.round(np.linspace(0, h, ny + 1)).astype(int)

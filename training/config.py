@@ -113,21 +113,40 @@ class TrainConfig:
 
 def _section(cls: type, values: dict[str, Any], name: str) -> Any:
     defaults = cls()
+    return dataclasses.replace(defaults, **_typed(cls, values, name, defaults))
+
+
+def _typed(cls: type, values: dict[str, Any], name: str, defaults: Any) -> dict[str, Any]:
+    """``values`` checked against the field types of dataclass ``cls`` (the types of ``defaults``' values)."""
     names = [f.name for f in dataclasses.fields(cls)]
     if set(values) - set(names):
         raise ValueError(f"unknown keys {sorted(set(values) - set(names))} in [{name}]; valid keys: {names}")
-    kw = {}
-    for key, value in values.items():
-        default = getattr(defaults, key)
-        if isinstance(default, tuple):
-            value = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-        elif isinstance(default, bool) != isinstance(value, bool) or (
-                isinstance(default, (int, float)) and not isinstance(value, (int, float))):
-            raise ValueError(f"{name}.{key} = {value!r} should be a {type(default).__name__}")
-        elif isinstance(default, float):
-            value = float(value)
-        kw[key] = str(value) if isinstance(default, str) else value
-    return dataclasses.replace(defaults, **kw)
+    return {key: _coerce(getattr(defaults, key), value, f"{name}.{key}") for key, value in values.items()}
+
+
+def _coerce(default: Any, value: Any, where: str) -> Any:
+    """``value`` as the type of ``default``; an int field refuses floats (``1e3`` parses as 1000.0)."""
+    if isinstance(default, tuple):
+        items = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+        if default and all(type(d) is int for d in default):
+            return tuple(_coerce(default[0], v, f"{where}[{i}]") for i, v in enumerate(items))
+        return items
+    if isinstance(default, bool) or isinstance(value, bool):
+        if isinstance(default, bool) != isinstance(value, bool):
+            raise ValueError(f"{where} = {value!r} should be a {type(default).__name__}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, float) and value.is_integer():
+            raise ValueError(f"{where} = {value!r} must be a whole number (an int): write {int(value)}, not "
+                             f"{value!r} or 1e3-style notation, which TOML reads as a float")
+        if not isinstance(value, int):
+            raise ValueError(f"{where} = {value!r} should be an int")
+        return value
+    if isinstance(default, float):
+        if not isinstance(value, (int, float)):
+            raise ValueError(f"{where} = {value!r} should be a float")
+        return float(value)
+    return str(value) if isinstance(default, str) else value
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +192,19 @@ def model_config(section: dict[str, Any]) -> RestoreXConfig:
     presets = {"paper": RestoreXConfig.paper, "tiny": RestoreXConfig.tiny}
     if preset not in presets:
         raise ValueError(f"model.preset {preset!r} is not one of {list(presets)}")
-    return RestoreXConfig.from_dict(_merge(presets[preset]().to_dict(), section))
+    base = presets[preset]()
+    parts = {f.name: f for f in dataclasses.fields(RestoreXConfig)}
+    typed = {}
+    for name, values in section.items():
+        if name not in parts or not isinstance(values, dict):
+            raise ValueError(f"[model] takes preset and the sections {sorted(parts)} (e.g. [model.ffedm]); "
+                             f"{name!r} is not one")
+        part = getattr(base, name)
+        typed[name] = _typed(type(part), values, f"model.{name}", part)
+    try:
+        return RestoreXConfig.from_dict(_merge(base.to_dict(), typed))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"bad [model]: {e}") from e
 
 
 def expand(path: str) -> str:

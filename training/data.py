@@ -15,6 +15,8 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +39,64 @@ from .datasets import (
 from .stacks import StackDataset, rule_roles
 from .synthetic import SyntheticExposureDataset, find_images, render_exposure
 
-__all__ = ["DATASETS", "DatasetError", "LCDPDataset", "MSECDataset", "Pair", "PairedFolderDataset",
+__all__ = ["DATASETS", "DatasetError", "DatasetSpec", "LCDPDataset", "MSECDataset", "Pair", "PairedFolderDataset",
            "PairedImageDataset", "PairedTransform", "SICEDataset", "StackDataset", "SyntheticExposureDataset",
-           "build_dataset", "ev_label", "load_image", "render_exposure", "rule_roles"]
+           "build_dataset", "dataset_spec", "ev_label", "load_image", "render_exposure", "rule_roles"]
 
-DATASETS = ("lcdp", "msec", "sice", "pairs", "stacks", "synthetic")
+@dataclass(frozen=True, kw_only=True)
+class DatasetSpec:
+    """One dataset kind: everything the trainer, the evaluator and :func:`build_dataset` need to know.
+
+    Attributes:
+        title: the name in reports ("LCDP").
+        build: ``(root, split, **options) -> Dataset``.
+        options: the selection options it takes from a config or the command line (scenes, pairs, expert...),
+            by the names both use; other keywords (``transform``, the synthetic generator's) pass through.
+        splits: it has split folders (train / valid / test); False: ``split`` is not used.
+        default_split: the split when none is given.
+        scenes: it is split into train / validation by scene lists (``scenes``), not by folders.
+    """
+
+    title: str
+    build: Callable[..., Dataset]
+    options: tuple[str, ...] = ()
+    splits: bool = True
+    default_split: str | None = None
+    scenes: bool = False
+
+
+def _synthetic(root: str | Path, split: str | None = None, *, source: str = "folder", **kw: Any) -> Dataset:
+    """Synthetic exposures of well-exposed photos: every image below root, or each stack scene's GT frame."""
+    chosen = {k: v for k in ("scenes", "exclude") if (v := kw.pop(k, None)) is not None}
+    if source == "stacks":
+        files = StackDataset(root, **chosen).gt_files()
+    elif source == "folder":
+        if chosen:
+            raise ValueError(f"{', '.join(chosen)} choose stack scenes: use source='stacks' with them")
+        files = find_images(root)
+    else:
+        raise ValueError(f"source={source!r}; use 'folder' or 'stacks'")
+    return SyntheticExposureDataset(files, **kw)
+
+
+# The one registry of dataset kinds: a new dataset is one entry here.
+DATASETS: dict[str, DatasetSpec] = {
+    "lcdp": DatasetSpec(title="LCDP", build=LCDPDataset, default_split="test"),
+    "msec": DatasetSpec(title="MSEC", build=MSECDataset, options=("expert", "targets"), default_split="test"),
+    "sice": DatasetSpec(title="SICE", build=SICEDataset, options=("scenes",), scenes=True),
+    "pairs": DatasetSpec(title="Pairs", build=PairedFolderDataset, options=("input_dir", "gt_dir")),
+    "stacks": DatasetSpec(title="Stacks", build=StackDataset, options=("scenes", "exclude", "pairs"), splits=False,
+                          scenes=True),
+    "synthetic": DatasetSpec(title="Synthetic", build=_synthetic, splits=False,
+                             options=("source", "scenes", "exclude")),
+}
+
+
+def dataset_spec(kind: str) -> DatasetSpec:
+    try:
+        return DATASETS[kind.lower()]
+    except KeyError:
+        raise ValueError(f"unknown dataset kind {kind!r}; use one of {', '.join(DATASETS)}") from None
 
 
 class PairedTransform:
@@ -105,7 +160,7 @@ def build_dataset(kind: str, root: str | Path, split: str | None = None, **kw: A
     """Build one of :data:`DATASETS` from ``root``.
 
     Args:
-        kind: ``lcdp`` | ``msec`` | ``sice`` | ``pairs`` | ``stacks`` | ``synthetic``.
+        kind: a key of :data:`DATASETS`: ``lcdp`` | ``msec`` | ``sice`` | ``pairs`` | ``stacks`` | ``synthetic``.
         root: the dataset folder (layouts in :mod:`training.datasets` / :mod:`training.stacks`).
         split: ``train`` | ``valid`` | ``test`` (LCDP default ``test``, MSEC default ``test``); ignored by
             ``stacks`` and ``synthetic``, which are split by scene / by the files given.
@@ -115,25 +170,5 @@ def build_dataset(kind: str, root: str | Path, split: str | None = None, **kw: A
             (the GT frame of each stack scene, with ``scenes`` / ``exclude``), plus the
             :class:`SyntheticExposureDataset` options.
     """
-    kind = kind.lower()
-    if kind == "lcdp":
-        return LCDPDataset(root, split or "test", **kw)
-    if kind == "msec":
-        return MSECDataset(root, split or "test", **kw)
-    if kind == "sice":
-        return SICEDataset(root, split, **kw)
-    if kind == "pairs":
-        return PairedFolderDataset(root, split, **kw)
-    if kind == "stacks":
-        return StackDataset(root, split, **kw)
-    if kind == "synthetic":
-        source = kw.pop("source", "folder")
-        if source == "stacks":
-            sel = {k: kw.pop(k) for k in ("scenes", "exclude") if k in kw}
-            files = StackDataset(root, **sel).gt_files()
-        elif source == "folder":
-            files = find_images(root)
-        else:
-            raise ValueError(f"source={source!r}; use 'folder' or 'stacks'")
-        return SyntheticExposureDataset(files, **kw)
-    raise ValueError(f"unknown dataset kind {kind!r}; use one of {', '.join(DATASETS)}")
+    spec = dataset_spec(kind)
+    return spec.build(root, (split or spec.default_split) if spec.splits else None, **kw)

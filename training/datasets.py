@@ -38,11 +38,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from restorex_cli.imageio import READABLE, read_image
+from restorex_core.errors import ImageInputError
 
 logger = logging.getLogger(__name__)
 
@@ -130,19 +131,15 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def load_image(path: str | Path) -> Tensor:
-    """Decode an image to (3, H, W) float32 in [0, 1]: EXIF orientation applied, RGB, 8 or 16 bit."""
-    path = Path(path)
-    with open_image(path) as im:
-        try:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: keep the precision
-                arr = np.asarray(im, dtype=np.float32) / 65535.0
-                arr = np.repeat(arr[..., None], 3, axis=2)
-            else:
-                arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-        except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt pixel data
-            raise DatasetError(f"cannot decode image {path}: {e}. Replace or remove the file.") from e
-    return torch.from_numpy(np.ascontiguousarray(arr.clip(0.0, 1.0))).permute(2, 0, 1).contiguous()
+    """Decode an image to (3, H, W) float32 in [0, 1] with the command line's reader: EXIF orientation
+    applied, 8 or 16 bit kept exactly (16-bit colour PNG and TIFF included), gray repeated to RGB, alpha dropped.
+    """
+    try:
+        image = read_image(path, formats=READABLE).tensor[0]
+    except (ImageInputError, OSError) as e:  # unreadable, corrupt, unsupported or vanished file
+        raise DatasetError(f"cannot read image {path}: {e}. Replace or remove the file.") from e
+    colour = image[:-1] if image.shape[0] in (2, 4) else image  # drop alpha
+    return colour.expand(3, -1, -1).contiguous() if colour.shape[0] == 1 else colour.contiguous()
 
 
 def _check_sizes(pairs: Sequence[Pair]) -> None:

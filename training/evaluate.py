@@ -13,6 +13,9 @@ Usage::
         --scenes splits/sice_enc_test_scenes.txt --weights W --tile 512      # the paper's SICE protocol
     python -m training.evaluate --dataset msec --root MSEC --split test --weights W   # expert C
 
+    python -m training.evaluate --suite heldout --data ../shared/data \\
+        --weights v2=weights/restorex-default.safetensors --weights v1=v1.safetensors   # training.heldout
+
 Without ``--weights`` only the baselines are scored.  The run prints two Markdown tables (overall,
 and per exposure: under/over or per EV) and writes ``results.csv`` (per image), ``summary.csv`` and
 ``summary.md`` under ``--out``.
@@ -25,10 +28,8 @@ import csv
 import io
 import logging
 import math
-import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +39,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from restorex_core.files import atomic_write_text
+
 from .baselines import BASELINES, Baseline, get_baseline
+from .data import DATASETS, build_dataset
 from .metrics import image_metrics
 
 logger = logging.getLogger(__name__)
@@ -145,19 +149,7 @@ class EvalResult:
             w.writerows([m, self.dataset, e, n, f"{p:.4f}", f"{s:.6f}"] for e, (p, s, n) in per.items())
         files = {"results.csv": per_image.getvalue(), "summary.csv": summary.getvalue(),
                  "summary.md": self.markdown(command)}
-        return [_write_atomic(out / name, text) for name, text in files.items()]
-
-
-def _write_atomic(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        return [atomic_write_text(out / name, text) for name, text in files.items()]
 
 
 def _resolve_baselines(baselines: Iterable[str | Baseline] | str | None) -> list[Baseline]:
@@ -216,15 +208,11 @@ def evaluate(model: nn.Module | None, dataset: Dataset, *, baselines: Iterable[s
     return result
 
 
-DATASET_TITLES = {"lcdp": "LCDP", "msec": "MSEC", "sice": "SICE", "pairs": "Pairs", "stacks": "Stacks",
-                  "synthetic": "Synthetic"}
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", help="RestoreX checkpoint (.safetensors); omit to score only the baselines")
     p.add_argument("--clip", help="CLIP file/tag for checkpoints with a frozen (unstored) CLIP encoder")
-    p.add_argument("--dataset", required=True, choices=sorted(DATASET_TITLES))
+    p.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     p.add_argument("--root", required=True, help="dataset folder")
     p.add_argument("--split", default="test", help="train | valid | test (default test)")
     p.add_argument("--scenes", help="scene list file (SICE ids, or stack scene ids / prefixes)")
@@ -243,21 +231,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def dataset_from_args(args: argparse.Namespace) -> tuple[Dataset, str]:
-    from .data import build_dataset
-
-    kw: dict = {}
-    if args.dataset in ("sice", "stacks") and args.scenes:
-        kw["scenes"] = args.scenes
-    if args.dataset == "stacks":
-        kw.update(pairs=args.pairs, exclude=args.exclude)
-    if args.dataset == "msec":
-        kw["expert"] = args.expert
-    split = None if args.dataset in ("stacks", "synthetic") else args.split
-    title = DATASET_TITLES[args.dataset] + (f" ({args.pairs} pairs)" if args.dataset == "stacks" else "")
-    return build_dataset(args.dataset, args.root, split, **kw), title
+    spec = DATASETS[args.dataset]
+    kw = {name: value for name in spec.options if (value := getattr(args, name, None)) is not None}
+    title = spec.title + (f" ({kw['pairs']} pairs)" if "pairs" in kw else "")
+    return build_dataset(args.dataset, args.root, args.split, **kw), title
 
 
-def main(argv: Sequence[str] | None = None) -> EvalResult:
+def main(argv: Sequence[str] | None = None) -> EvalResult | list:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--suite"] or any(a.startswith("--suite") for a in argv):
+        return _suite(argv)
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     dataset, title = dataset_from_args(args)
@@ -272,9 +255,21 @@ def main(argv: Sequence[str] | None = None) -> EvalResult:
                       overlap=args.overlap, seed=args.seed, limit=args.limit, dataset_name=title)
     command = "python -m training.evaluate " + " ".join(argv if argv is not None else sys.argv[1:])
     paths = result.write(args.out, command=command)
-    print(result.markdown(command))  # noqa: T201 - CLI output
-    print("wrote " + ", ".join(str(p) for p in paths))  # noqa: T201
+    print(result.markdown(command))
+    print("wrote " + ", ".join(str(p) for p in paths))
     return result
+
+
+def _suite(argv: list[str]) -> list:
+    """``--suite heldout``: the default recipe's held-out look validation (:mod:`training.heldout`)."""
+    from . import heldout
+
+    p = argparse.ArgumentParser(prog="python -m training.evaluate --suite heldout",
+                                description=heldout.__doc__.split("\n\n")[0])
+    p.add_argument("--suite", required=True, choices=("heldout",))
+    heldout.add_arguments(p)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return heldout.run(p.parse_args(argv), argv)
 
 
 if __name__ == "__main__":

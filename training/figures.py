@@ -5,8 +5,11 @@
   alternate between giving their GT and giving their badly exposed inputs.  The embedding is an exact
   t-SNE written here in numpy (van der Maaten & Hinton 2008: perplexity-calibrated affinities, early
   exaggeration, momentum with adaptive gains, PCA initialisation); ``--method pca`` gives a linear
-  projection instead.  The CSV also reports the leave-one-out 1-nearest-neighbour accuracy of
-  "normal vs bad" in the raw feature space: a number for what the picture shows.
+  projection instead.  Kept in numpy rather than scikit-learn's TSNE: about 30 lines, exact (the figure's
+  ~700 points need no Barnes-Hut), bit-reproducible for a seed, and no scikit-learn + scipy in the
+  ``train`` install for one figure; tests/test_evaluate.py checks that it separates clusters.  The CSV
+  also reports the leave-one-out 1-nearest-neighbour accuracy of "normal vs bad" in the raw feature space:
+  a number for what the picture shows.
 * **Figure 7**: for each exposure label (MSEC's EV-1.5 .. EV+1.5, or synthetic EV shifts from
   :mod:`training.synthetic`), the mean L2 distance between the features of the input and of its GT,
   divided by the distance at the reference label (``EV+0``).  With synthetic data the EV 0 input
@@ -30,8 +33,6 @@ import argparse
 import csv
 import io
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,6 +40,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch.utils.data import Dataset
+
+from restorex_core.files import atomic_write, atomic_write_text
 
 from .evaluate import exposure_order
 
@@ -169,25 +172,13 @@ def nn_accuracy(x: np.ndarray, labels: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------------- drawing
 def _save_png(img: Image.Image, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: img.save(f, format="PNG"))
 
 
 def _write_csv(rows: list[list[object]], path: Path) -> Path:
     buf = io.StringIO()
     csv.writer(buf).writerows(rows)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", newline="") as f:
-        f.write(buf.getvalue())
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, buf.getvalue())
 
 
 def scatter_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], legend: Sequence[str], size: int = 320
@@ -356,12 +347,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.figure == "fig6":
         acc = figure6(clip, dataset, args.out, blocks=args.blocks, limit=args.limit or 700, token=args.token,
                       method=args.method)
-        print("1-NN accuracy normal vs bad per block:", acc)  # noqa: T201 - CLI output
+        print("1-NN accuracy normal vs bad per block:", acc)
     else:
         rel = figure7(clip, dataset, args.out, blocks=args.blocks, limit=args.limit, token=args.token)
         for lab, per in rel.items():
-            print(lab, " ".join(f"block {b}: {v:.3f}" for b, v in per.items()))  # noqa: T201
-    print(f"wrote {Path(args.out) / (args.figure.replace('fig', 'figure') + '.png')}")  # noqa: T201
+            print(lab, " ".join(f"block {b}: {v:.3f}" for b, v in per.items()))
+    print(f"wrote {Path(args.out) / (args.figure.replace('fig', 'figure') + '.png')}")
 
 
 if __name__ == "__main__":

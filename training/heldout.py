@@ -42,9 +42,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from restorex_core.files import atomic_write, atomic_write_text
+
 from .baselines import get_baseline
 from .config import read_toml
-from .evaluate import _write_atomic
 from .metrics import image_metrics
 from .stacks import StackDataset
 from .synthetic import SyntheticExposureDataset, find_images
@@ -157,6 +158,36 @@ def model_method(model: torch.nn.Module, *, seed: int = 0, tile: int | None = No
     return run
 
 
+def oracle_method(model: torch.nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
+    """A stage-1 export scored as DiffIR scores stage 1: the Restormer driven by the GT's own priors."""
+    def run(x: Tensor, y: Tensor) -> Tensor:
+        with torch.inference_mode():
+            pri = model.extract_priors(y[None].to(model.device, model.dtype), source="reference")
+            return model.restore(x[None].to(model.device, model.dtype), pri)[0].float().cpu()
+    run.needs_target = True  # type: ignore[attr-defined]
+    return run
+
+
+class Downscaled:
+    """A subset with its images downscaled to a maximum long side (a fast proxy for ablations)."""
+
+    def __init__(self, sub: Subset, max_side: int) -> None:
+        self.sub, self.max_side, self.name = sub, max_side, sub.name
+
+    def __len__(self) -> int:
+        return len(self.sub)
+
+    def __getitem__(self, k: int) -> dict:
+        item = dict(self.sub[k])
+        h, w = item["target"].shape[-2:]
+        if max(h, w) > self.max_side:
+            size = (max(11, round(h * self.max_side / max(h, w))), max(11, round(w * self.max_side / max(h, w))))
+            for key in ("input", "target"):
+                item[key] = torch.nn.functional.interpolate(item[key][None], size=size, mode="bilinear",
+                                                            antialias=True)[0].clamp(0, 1)
+        return item
+
+
 def baseline_methods() -> dict[str, Method]:
     out = {}
     for key in BASELINE_KEYS:
@@ -175,7 +206,7 @@ def score(methods: dict[str, Method], subsets: Sequence[Subset], *, limit: int |
             item = sub[k]
             x, y = item["input"], item["target"]
             for label, fn in methods.items():
-                out = fn(x).clamp(0, 1)
+                out = (fn(x, y) if getattr(fn, "needs_target", False) else fn(x)).clamp(0, 1)
                 rows.append(Row(label, sub.name, item["name"], *image_metrics(out, y), *look_ratios(out, y)))
         logger.info("%s: %d images (%.0f s)", sub.name, n, time.monotonic() - t0)
     return rows
@@ -226,7 +257,7 @@ def write(rows: Sequence[Row], out_dir: str | Path, command: str = "") -> list[P
                 for (m, s), (p, q, c, k, n) in summarise(rows).items())
     files = {"heldout_results.csv": buf.getvalue(), "heldout_summary.csv": summary.getvalue(),
              "heldout_summary.md": markdown(rows, command)}
-    return [_write_atomic(out / name, text) for name, text in files.items()]
+    return [atomic_write_text(out / name, text) for name, text in files.items()]
 
 
 # ---------------------------------------------------------------------------------- contact sheet
@@ -264,10 +295,7 @@ def contact_sheet(methods: dict[str, Method], subsets: Sequence[Subset], path: s
         top += h
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    sheet.save(tmp, format="PNG", optimize=True)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda f: sheet.save(f, format="PNG", optimize=True))
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -292,19 +320,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="out/heldout", help="folder for the CSV and Markdown summaries")
     p.add_argument("--sheet", help="also write a contact sheet PNG of 12 held-out items here")
     p.add_argument("--no-score", action="store_true", help="only the contact sheet")
+    p.add_argument("--oracle", action="store_true",
+                   help="stage-1 exports: restore with the GT's own priors (DiffIR's stage-1 protocol)")
+    p.add_argument("--max-side", type=int, default=0, help="downscale every pair to this long side (0: full size)")
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> list[Row]:
     from restorex_core import load_checkpoint
 
     subsets = heldout_subsets(args.data, config=args.config)
+    if args.max_side:
+        subsets = [Downscaled(s, args.max_side) for s in subsets]
     methods: dict[str, Method] = {}
     for label, path in _weights(args.weights):
-        methods[label] = model_method(load_checkpoint(path, device=args.device), tile=args.tile)
+        model = load_checkpoint(path, device=args.device)
+        methods[label] = oracle_method(model) if args.oracle else model_method(model, tile=args.tile)
     rows: list[Row] = []
     if not args.no_score:
         rows = score({**methods, **baseline_methods()}, subsets, limit=args.limit)
-        command = "python -m training.heldout " + " ".join(argv)
+        prog = "training.evaluate" if any(a.startswith("--suite") for a in argv) else "training.heldout"
+        command = f"python -m {prog} " + " ".join(argv)
         paths = write(rows, args.out, command)
         print(markdown(rows, command))
         print("wrote " + ", ".join(str(p) for p in paths))

@@ -10,7 +10,7 @@
   back-propagates through CLIP and its preprocessing (squash resize, normalisation) into the image.
   The encoder's own parameters never receive L_SAP gradients: a frozen CLIP has none anyway, and a
   trainable encoder could otherwise lower L_SAP by collapsing its features.
-* eps (eq. 6, only with ``ffedm.objective = "eps"``): MSE between the predicted and the true noise at a
+* eps (eq. 6, only with ``ffedm.objective = "epsilon"``): MSE between the predicted and the true noise at a
   random t, with ``x_t`` from the core's ``model.scheduler.add_noise`` (no second noise schedule).
 
 :class:`Objective` is an ``nn.Module`` whose forward returns the loss terms of one batch, so the
@@ -128,7 +128,7 @@ def eps_loss(model: RestoreX, priors: Priors, teacher: Priors) -> Tensor:
     cond = model.ffedm.encode(priors.stacked())
     t = torch.randint(0, model.scheduler.num_train_timesteps, (x0.shape[0],))
     noise = torch.randn(x0.shape).to(x0.device)
-    x_t = torch.stack([model.scheduler.add_noise(x0[b], noise[b], int(t[b])) for b in range(x0.shape[0])])
+    x_t = model.scheduler.add_noise(x0, noise, t)
     return F.mse_loss(model.ffedm(x_t, t.to(x0.device), cond), noise)
 
 
@@ -139,7 +139,7 @@ class LossWeights:
     sap: float = 1.0  # L_SAP
     ssim: float = 0.0  # 1 - SSIM on the output (not in the paper; the default recipe's answer to flat outputs)
     colour: float = 0.0  # colour_loss (not in the paper; against desaturated outputs)
-    eps: float = 1.0  # eq. 6 term, ffedm.objective = "eps" only
+    eps: float = 1.0  # eq. 6 term, ffedm.objective = "epsilon" only
     sap_tokens: SapTokens = "prior"
     sap_encoder_grad: bool = False  # let L_SAP train a trainable encoder too (risks feature collapse)
 
@@ -170,7 +170,7 @@ class Objective(nn.Module):
             with torch.no_grad():
                 teacher = m.extract_priors(gt, source="reference")
             priors = m.extract_priors(lq, source="input")
-            if m.config.ffedm.objective == "eps":  # eq. 6, plus L_p through the full stochastic chain
+            if m.config.ffedm.objective == "epsilon":  # eq. 6, plus L_p through the full stochastic chain
                 terms["eps"] = eps_loss(m, priors, teacher)
                 enhanced = m.enhance_priors(priors)
             else:  # DiffIR: x0 prediction, chain started from q(x_T | P_gt), backpropagated end to end

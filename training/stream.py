@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .config import DataSection, expand
-from .data import PairedTransform, StackDataset, build_dataset, load_image, render_exposure
+from .data import DATASETS, PairedTransform, StackDataset, build_dataset, load_image, render_exposure
 from .synthetic import find_images
 
 
@@ -22,16 +22,19 @@ def procedural_photo(index: int, size: int = 96) -> torch.Tensor:
     yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
     for _ in range(3):
         cx, cy, r = torch.rand(3, generator=g).tolist()
-        img = torch.where((xx - cx) ** 2 + (yy - cy) ** 2 < (0.1 + 0.25 * r) ** 2, torch.rand(3, 1, 1, generator=g), img)
+        disc = (xx - cx) ** 2 + (yy - cy) ** 2 < (0.1 + 0.25 * r) ** 2
+        img = torch.where(disc, torch.rand(3, 1, 1, generator=g), img)
     texture = 0.05 * torch.sin((20 + 40 * float(torch.rand(1, generator=g))) * (xx + 0.5 * yy))
     return (0.15 + 0.7 * img + texture).clamp(0.0, 1.0)
 
 
-def exposed(photo: torch.Tensor, ev: float, rng: np.random.Generator | None = None, noise: bool = False) -> torch.Tensor:
+def exposed(photo: torch.Tensor, ev: float, rng: np.random.Generator | None = None,
+            noise: bool = False) -> torch.Tensor:
     """``photo`` re-exposed by ``ev`` stops through training.synthetic's camera model (log-uniform noise)."""
     shot, read = ((float(np.exp(rng.uniform(*np.log(b)))) for b in ((1e-4, 2e-3), (5e-4, 5e-3))) if noise
                   else (0.0, 0.0))
-    return torch.from_numpy(render_exposure(photo.permute(1, 2, 0).numpy(), ev, rng, shot=shot, read=read)).permute(2, 0, 1)
+    rendered = render_exposure(photo.permute(1, 2, 0).numpy(), ev, rng, shot=shot, read=read)
+    return torch.from_numpy(rendered).permute(2, 0, 1)
 
 
 class TrainStream(Dataset):
@@ -122,7 +125,9 @@ def build_data(d: DataSection, seed: int) -> tuple[TrainStream, Any]:
                for i in range(4) for ev in (-2.0, 1.5)]
         return TrainStream(d, seed, None, None, 64), val
     root, scenes, held_out = expand(d.root), _scenes(d.scenes), _scenes(d.val_scenes)
-    kw = {"stacks": {"scenes": scenes, "exclude": held_out, "pairs": d.pairs}, "sice": {"scenes": scenes}}.get(d.kind, {})
+    spec = DATASETS[d.kind]
+    chosen = {"scenes": scenes, "exclude": held_out, "pairs": d.pairs}  # by the registry's option names
+    kw = {name: chosen[name] for name in spec.options if name in chosen}
     real = None if d.kind == "synthetic" or d.synthetic_ratio >= 1 else build_dataset(d.kind, root, d.train_split, **kw)
     photos = None
     if d.synthetic_ratio > 0 or d.kind == "synthetic":
@@ -136,11 +141,11 @@ def build_data(d: DataSection, seed: int) -> tuple[TrainStream, Any]:
             photos = StackDataset(root, scenes=scenes, exclude=held_out).gt_files()
         else:
             raise ValueError("data.synthetic_ratio > 0 needs data.synthetic_root (a folder of well-exposed photos)")
-    if d.kind in ("stacks", "sice"):  # validation = the held-out scenes
+    if spec.scenes:  # validation = the held-out scenes
         val = held_out and build_dataset(d.kind, root, scenes=held_out,
-                                         **({"pairs": d.val_pairs} if d.kind == "stacks" else {}))
-    elif d.kind == "synthetic" or (d.kind == "pairs" and not (Path(root) / d.val_split).is_dir()):
-        val = None  # never validate on the training pairs
+                                         **({"pairs": d.val_pairs} if "pairs" in spec.options else {}))
+    elif not spec.splits or (spec.default_split is None and not (Path(root) / d.val_split).is_dir()):
+        val = None  # no split folders (or, where they are optional, no validation folder): never the training pairs
     else:
         val = build_dataset(d.kind, root, d.val_split)
     return TrainStream(d, seed, real, photos, len(photos or ())), val

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
 import math
@@ -52,6 +53,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from restorex_core import MissingWeightsError, RestoreX, RestoreXConfig, load_clip, read_header, save_checkpoint
+from restorex_core.files import atomic_path, atomic_write_text
+from restorex_core.loading import ACCEPTED_CLIP
 
 from .config import EXPORT_DTYPES, KINDS, TrainConfig, TrainSection, expand, load_config, model_config  # noqa: F401
 from .ema import EMA
@@ -80,8 +83,7 @@ def build_model(cfg: TrainConfig, *, fresh: bool = True) -> tuple[RestoreX, tupl
         source = os.path.expandvars(cfg.train.clip_weights)
         if not source or "$" in source:
             raise MissingWeightsError("this config uses the frozen CLIP ViT-B/32 of the paper: set RESTOREX_CLIP or "
-                                      "pass --train.clip_weights=FILE (open_clip ViT-B-32-quickgelu openai weights, "
-                                      "OpenAI's ViT-B-32.pt or HF openai/clip-vit-base-patch32)")
+                                      f"pass --train.clip_weights=FILE; accepted files: {ACCEPTED_CLIP}")
         clip = load_clip(source, config=mcfg.clip)
     model = RestoreX(mcfg, clip=clip)
     stage = cfg.train.stage
@@ -161,17 +163,13 @@ def set_rng_state(s: dict[str, Any]) -> None:
 
 def save_state(path: Path, **state: Any) -> None:
     """torch.save to a temporary name in the same folder, then os.replace: a kill never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_state(path: Path, model: RestoreX, ema: EMA, opt: torch.optim.Optimizer) -> dict[str, Any]:
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if state["model_config"] != json.dumps(model.config.to_dict(), sort_keys=True):
+    if RestoreXConfig.from_dict(json.loads(state["model_config"])) != model.config:  # from_dict: former names too
         raise ValueError(f"{path} was written by a run with a different [model]; use another train.out_dir "
                          "or delete it to start over")
     for target, sd in ((model, state["model"]), (ema.model, state["ema"])):
@@ -203,7 +201,8 @@ def validate(model: RestoreX, val: Dataset, stage: int, autocast: Any) -> tuple[
 class RunLog:
     """``log.csv`` (rewound to the resumed step) and TensorBoard scalars when tensorboard is installed."""
 
-    FIELDS = ("step", "lr", "loss", "l1", "ssim", "colour", "prior", "sap", "eps", "grad_norm", "sec_per_it", "val_psnr", "val_ssim")
+    FIELDS = ("step", "lr", "loss", "l1", "ssim", "colour", "prior", "sap", "eps", "grad_norm", "sec_per_it",
+              "val_psnr", "val_ssim")
 
     def __init__(self, out: Path, start: int) -> None:
         self.path = out / "log.csv"
@@ -211,12 +210,11 @@ class RunLog:
         if start and self.path.is_file():
             with open(self.path, newline="") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
-        tmp = self.path.with_name(".log.csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, self.FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, self.path)
+        table = io.StringIO()
+        w = csv.DictWriter(table, self.FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(self.path, table.getvalue())
         try:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(str(out / "tb"))

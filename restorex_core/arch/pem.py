@@ -70,14 +70,3 @@ class PriorExtraction(nn.Module):
         dtype = self.heads[0].mlp[0].weight.dtype
         pooled = (pool_tokens(t, self.config.token).to(dtype) for t in block_tokens)
         return [head(z) for head, z in zip(self.heads, pooled, strict=True)]
-
-
-def config_from_state_dict(sd: dict[str, Tensor]) -> PEMConfig:
-    """PEM shape from an un-prefixed PriorExtraction state dict (token mode is not recoverable if W is unknown)."""
-    dim, feature = sd["heads.0.mlp.0.weight"].shape
-    return PEMConfig(
-        in_dim=feature,
-        dim=dim,
-        num_priors=len({k.split(".")[1] for k in sd if k.startswith("heads.")}),
-        input_norm="layernorm" if "heads.0.norm.weight" in sd else "none",
-    )

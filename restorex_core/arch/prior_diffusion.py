@@ -13,7 +13,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-Objective = Literal["x0", "eps"]
+PredictionType = Literal["sample", "epsilon"]  # what the denoiser predicts: x_0, or the noise (diffusers' names)
+_FORMER_OBJECTIVES = {"x0": "sample", "eps": "epsilon"}  # the names of checkpoints and configs before v0.2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,11 +26,13 @@ class FFEDMConfig:
     timesteps: int = 4  # T (DiffIR: 4)
     beta_start: float = 0.1
     beta_end: float = 0.99
-    objective: Objective = "x0"  # DiffIR's code predicts x0; "eps" = eq. 6 with stochastic sampling
+    objective: PredictionType = "sample"  # DiffIR's code predicts x0; "epsilon" = eq. 6, stochastic sampling
 
     def __post_init__(self) -> None:
-        if self.objective not in ("x0", "eps"):
-            raise ValueError(f"ffedm.objective must be 'x0' or 'eps', not {self.objective!r}")
+        object.__setattr__(self, "objective", _FORMER_OBJECTIVES.get(self.objective, self.objective))
+        if self.objective not in ("sample", "epsilon"):
+            raise ValueError(f"ffedm.objective must be 'sample' (predict x0) or 'epsilon' (predict the noise), "
+                             f"not {self.objective!r}")
 
     @property
     def width(self) -> int:
@@ -92,15 +95,3 @@ class FFEDM(nn.Module):
         x_t, cond = x_t.to(dtype), cond.to(dtype)
         out = [den(x_t[:, i], t, cond[:, i]) for i, den in enumerate(self.denoisers)]
         return torch.stack(out, dim=1).float()
-
-
-def config_from_state_dict(sd: dict[str, Tensor], prior_dim: int) -> FFEDMConfig:
-    """FFEDM shape from an un-prefixed FFEDM state dict; ``prior_dim`` decides whether it was fft or not."""
-    width = sd["denoisers.0.mlp.0.weight"].shape[0]
-    n_linear = len({k.split(".")[3] for k in sd if k.startswith("denoisers.0.mlp.")})
-    return FFEDMConfig(
-        prior_dim=prior_dim,
-        num_priors=len({k.split(".")[1] for k in sd if k.startswith("denoisers.")}),
-        fft=width != prior_dim,
-        n_res=n_linear - 2,
-    )

@@ -8,7 +8,7 @@ one bias-free Linear(D, 2C). ``prior_dim = 0`` builds the plain Restormer (the "
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -67,9 +67,17 @@ class LayerNorm2d(nn.Module):
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x.permute(0, 2, 3, 1)  # (B, H, W, C)
-        x = F.layer_norm(x, x.shape[-1:], self.weight, self.bias, 1e-5)
+    def forward(self, x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
+        """LN(x), or with (B, C) ``scale`` and ``shift`` the injected ``LN(x) * scale + shift`` in one pass."""
+        x = x.permute(0, 2, 3, 1)  # (B, H, W, C): a free view of a channels_last tensor
+        c = x.shape[-1:]
+        if scale is None or shift is None:
+            x = F.layer_norm(x, c, self.weight, self.bias, 1e-5)
+        elif x.shape[0] == 1:  # eq. 7 folded into the affine of the norm: (LN * w + b) * s + t
+            x = F.layer_norm(x, c, self.weight * scale[0], self.bias * scale[0] + shift[0], 1e-5)
+        else:
+            x = F.layer_norm(x, c, self.weight, self.bias, 1e-5)
+            x = torch.addcmul(shift[:, None, None], x, scale[:, None, None])
         return x.permute(0, 3, 1, 2)  # (B, C, H, W)
 
 
@@ -81,11 +89,14 @@ class PriorInjection(nn.Module):
         self.kernel = nn.Linear(prior_dim, 2 * channels, bias=False)
         self.scale_offset = scale_offset
 
+    def scale_shift(self, prior: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """(B, D) prior -> (W1 P, W2 P), 2 x (B, C)."""
+        scale, shift = self.kernel(prior.to(dtype)).chunk(2, dim=1)
+        return (scale + 1.0 if self.scale_offset else scale), shift
+
     def forward(self, y: Tensor, prior: Tensor) -> Tensor:
-        scale, shift = self.kernel(prior.to(y.dtype))[:, :, None, None].chunk(2, dim=1)  # 2 x (B, C, 1, 1)
-        if self.scale_offset:
-            scale = scale + 1.0
-        return y * scale + shift
+        scale, shift = self.scale_shift(prior, y.dtype)
+        return y * scale[:, :, None, None] + shift[:, :, None, None]
 
 
 class TransposedAttention(nn.Module):
@@ -105,16 +116,28 @@ class TransposedAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
-        q, k, v = self.qkv_dwconv(self.qkv(x)).chunk(3, dim=1)
-        v = v.reshape(b, self.heads, c // self.heads, h * w)  # (B, h, C/h, HW)
+        # Pixels-major (B, HW, 3C): a free view of a channels_last tensor, the layout the CPU convolutions
+        # run fastest in; per head (B, h, HW, C/h) views, so no full-size tensor is copied or normalised.
+        heads, ch = self.heads, c // self.heads
+        qkv = self.qkv_dwconv(self.qkv(x)).permute(0, 2, 3, 1).reshape(b, h * w, 3 * c)
+        v = qkv[:, :, 2 * c :].reshape(b, h * w, heads, ch).transpose(1, 2)  # (B, h, HW, C/h), a view
         if self.shared_mode == "replay" and self.shared_attn is not None:
             attn = self.shared_attn.to(v.dtype)
         else:
-            q, k = (F.normalize(t.reshape(b, self.heads, c // self.heads, h * w), dim=-1) for t in (q, k))
-            attn = (q @ k.transpose(-2, -1) * self.temperature).softmax(dim=-1)  # (B, h, C/h, C/h)
+            # One Gram matrix of all q and k channels gives both the dot products and the squared norms:
+            # cos(q_i, k_j) = q_i . k_j / (max(|q_i|, eps) max(|k_j|, eps)), as F.normalize on q and k would,
+            # without normalised full-size copies of q and k (one read instead of three).
+            qk = qkv[:, :, : 2 * c]  # (B, HW, 2C)
+            gram = (qk.transpose(1, 2) @ qk).float()  # (B, 2C, 2C)
+            norm = gram.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt().clamp_min(1e-12)  # (B, 2C)
+            cos = gram[:, :c, c:] / (norm[:, :c, None] * norm[:, None, c:])  # (B, C, C)
+            cos = cos.reshape(b, heads, ch, heads, ch).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2)  # (B, h, C/h, C/h)
+            attn = (cos * self.temperature.float()).softmax(dim=-1).to(v.dtype)
             if self.shared_mode == "record":
                 self.shared_attn = attn
-        return self.project_out((attn @ v).reshape(b, c, h, w))
+        out = v @ attn.transpose(-2, -1)  # (B, h, HW, C/h)
+        out = out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)  # (B, C, H, W), channels_last strides
+        return self.project_out(out)
 
 
 class GatedFeedForward(nn.Module):
@@ -129,7 +152,7 @@ class GatedFeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(F.gelu(x1) * x2)
+        return self.project_out(F.gelu(x1).mul_(x2))
 
 
 class TransformerBlock(nn.Module):
@@ -144,13 +167,11 @@ class TransformerBlock(nn.Module):
         self.inject_ffn = PriorInjection(config.kernel_dim, dim, config.scale_offset) if injected else None
 
     def forward(self, x: Tensor, prior: Tensor | None) -> Tensor:
-        y = self.norm1(x)
-        if self.inject_attn is not None:
-            y = self.inject_attn(y, prior)
-        x = x + self.attn(y)
-        y = self.norm2(x)
-        if self.inject_ffn is not None:
-            y = self.inject_ffn(y, prior)
+        # LN then eq. 7, fused into one pass over the pixels (LayerNorm2d with scale and shift)
+        x = x + self.attn(self.norm1(x, *self.inject_attn.scale_shift(prior, x.dtype))
+                          if self.inject_attn is not None else self.norm1(x))
+        y = (self.norm2(x, *self.inject_ffn.scale_shift(prior, x.dtype)) if self.inject_ffn is not None
+             else self.norm2(x))
         return x + self.ffn(y)
 
 
@@ -163,8 +184,10 @@ class Level(nn.Module):
         self.blocks = nn.ModuleList(TransformerBlock(dim, heads, config) for _ in range(depth))
         self.checkpointing = config.checkpointing
 
-    def forward(self, x: Tensor, prior: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, prior: Tensor | None, interrupt: Callable[[], None] | None = None) -> Tensor:
         for block in self.blocks:
+            if interrupt is not None:  # raises to stop: the longest a stop waits is one block
+                interrupt()
             if self.checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, prior, use_reentrant=False)
             else:
@@ -221,7 +244,8 @@ class PriorRestormer(nn.Module):
         return [full if i < 0 else priors[i] for i in self.config.level_priors()]
 
     @contextmanager
-    def shared_attention(self, guide: Tensor, priors: list[Tensor] | None = None) -> Iterator[None]:
+    def shared_attention(self, guide: Tensor, priors: list[Tensor] | None = None, *,
+                         interrupt: Callable[[], None] | None = None) -> Iterator[None]:
         """Run every MDTA with the attention maps of a whole-image pass over ``guide``.
 
         MDTA's channel attention is a statistic of the whole extent it sees, so a tile on its own would be
@@ -233,7 +257,7 @@ class PriorRestormer(nn.Module):
         try:
             for m in attns:
                 m.shared_mode, m.shared_attn = "record", None
-            self(guide, priors)
+            self(guide, priors, interrupt=interrupt)
             for m in attns:
                 m.shared_mode = "replay"
             yield
@@ -241,18 +265,24 @@ class PriorRestormer(nn.Module):
             for m in attns:
                 m.shared_mode, m.shared_attn = "off", None
 
-    def forward(self, x: Tensor, priors: list[Tensor] | None = None) -> Tensor:
+    def forward(self, x: Tensor, priors: list[Tensor] | None = None, *,
+                interrupt: Callable[[], None] | None = None) -> Tensor:
+        """``interrupt`` is called before every transformer block and raises to stop the pass.
+
+        Any memory format works; channels_last runs fastest on CPUs (the output keeps the input's format).
+        """
         p = dict(zip(LEVELS, self.route_priors(priors), strict=True))
-        e1 = self.encoder_level1(self.patch_embed(x), p["encoder_level1"])  # (B, C, H, W)
-        e2 = self.encoder_level2(self.down1_2(e1), p["encoder_level2"])  # (B, 2C, H/2, W/2)
-        e3 = self.encoder_level3(self.down2_3(e2), p["encoder_level3"])  # (B, 4C, H/4, W/4)
-        z = self.latent(self.down3_4(e3), p["latent"])  # (B, 8C, H/8, W/8)
+        stop = interrupt
+        e1 = self.encoder_level1(self.patch_embed(x), p["encoder_level1"], stop)  # (B, C, H, W)
+        e2 = self.encoder_level2(self.down1_2(e1), p["encoder_level2"], stop)  # (B, 2C, H/2, W/2)
+        e3 = self.encoder_level3(self.down2_3(e2), p["encoder_level3"], stop)  # (B, 4C, H/4, W/4)
+        z = self.latent(self.down3_4(e3), p["latent"], stop)  # (B, 8C, H/8, W/8)
         d3 = self.reduce_chan_level3(torch.cat([self.up4_3(z), e3], dim=1))
-        d3 = self.decoder_level3(d3, p["decoder_level3"])  # (B, 4C, H/4, W/4)
+        d3 = self.decoder_level3(d3, p["decoder_level3"], stop)  # (B, 4C, H/4, W/4)
         d2 = self.reduce_chan_level2(torch.cat([self.up3_2(d3), e2], dim=1))
-        d2 = self.decoder_level2(d2, p["decoder_level2"])  # (B, 2C, H/2, W/2)
-        d1 = self.decoder_level1(torch.cat([self.up2_1(d2), e1], dim=1), p["decoder_level1"])  # (B, 2C, H, W)
-        d1 = self.refinement(d1, p["refinement"])
+        d2 = self.decoder_level2(d2, p["decoder_level2"], stop)  # (B, 2C, H/2, W/2)
+        d1 = self.decoder_level1(torch.cat([self.up2_1(d2), e1], dim=1), p["decoder_level1"], stop)  # (B, 2C, H, W)
+        d1 = self.refinement(d1, p["refinement"], stop)
         return self.output(d1) + x  # global residual
 
 
@@ -261,27 +291,3 @@ def detect_plain_restormer(sd: dict[str, Tensor]) -> bool:
     keys = ("patch_embed.proj.weight", "encoder_level1.0.attn.temperature", "down1_2.body.0.weight",
             "latent.0.attn.temperature", "refinement.0.attn.temperature", "output.weight")
     return all(k in sd for k in keys)
-
-
-def config_from_state_dict(sd: dict[str, Tensor]) -> RestormerConfig:
-    """Restormer shape from an un-prefixed PriorRestormer state dict."""
-
-    def depth(level: str) -> int:
-        return len({k.split(".")[2] for k in sd if k.startswith(f"{level}.blocks.")})
-
-    def heads(level: str) -> int:
-        return sd[f"{level}.blocks.0.attn.temperature"].shape[0]
-
-    dim = sd["patch_embed.weight"].shape[0]
-    kernel = sd.get("encoder_level1.blocks.0.inject_attn.kernel.weight")
-    hidden = sd["encoder_level1.blocks.0.ffn.project_out.weight"].shape[1]
-    return RestormerConfig(
-        in_channels=sd["patch_embed.weight"].shape[1],
-        dim=dim,
-        num_blocks=tuple(depth(s) for s in LEVELS[:4]),
-        num_refinement_blocks=depth("refinement"),
-        heads=tuple(heads(s) for s in LEVELS[:4]),
-        ffn_expansion_factor=2.66 if hidden == int(dim * 2.66) else hidden / dim,
-        bias="patch_embed.bias" in sd,
-        prior_dim=0 if kernel is None else kernel.shape[1],
-    )

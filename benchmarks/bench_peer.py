@@ -1,0 +1,126 @@
+"""RestoreX against the fastest released peer, CoTF (Li et al., CVPR 2024; 0.31 M parameters), side by side.
+
+    git clone https://github.com/HUST-IAL/CoTF /path/to/CoTF     # its code and weights stay there
+    pip install einops                                           # CoTF's only import RestoreX does not have
+    python benchmarks/bench_peer.py --peer /path/to/CoTF                       # 1024x1024 and 4K, v1 and v2
+    python benchmarks/bench_peer.py --peer /path/to/CoTF --sizes 1024 2048x1536 --repeats 3
+
+Both networks see the same random image; their runs alternate in one process (peer, then each RestoreX model,
+repeated), so a busy machine slows them alike and the ratio stays fair; each time is the best of
+``--repeats``. CoTF runs from the given checkout: its ``CoNet`` is built from ``archs/co_lut_arch.py`` with
+its LCDP weights when ``experiments/lcdp_net.pth`` is there (random weights otherwise: the cost is the same).
+Modules that file imports but CoNet never calls (BasicSR's registry and ops, kornia, matplotlib) are stood in
+by empty modules here; nothing of CoTF is copied into this repository.
+
+RestoreX runs ``correct`` as the command line does: priors, FFEDM and the Restormer with ``tile="auto"``
+(untiled when the image fits in half the available memory, else the largest tile that does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+V1 = ROOT / "weights" / "restorex-default.safetensors"
+
+
+def load_cotf(checkout: Path) -> torch.nn.Module:
+    """CoTF's CoNet from a checkout, in eval mode."""
+    arch = checkout / "archs" / "co_lut_arch.py"
+    if not arch.is_file():
+        raise SystemExit(f"{arch} not found: --peer must be a checkout of github.com/HUST-IAL/CoTF")
+    registry = types.SimpleNamespace(register=lambda *a, **k: (lambda cls: cls))
+    stand_ins = {  # imported by co_lut_arch.py / utils.py, never called by CoNet
+        "basicsr": {}, "basicsr.utils": {}, "basicsr.utils.registry": {"ARCH_REGISTRY": registry},
+        "kornia": {}, "matplotlib": {}, "matplotlib.pyplot": {}, "archs.arch_util": {"LayerNorm2d": None},
+    }
+    for name, attrs in stand_ins.items():
+        if name not in sys.modules:
+            module = types.ModuleType(name)
+            module.__dict__.update(attrs)
+            sys.modules[name] = module
+    package = types.ModuleType("archs")
+    package.__path__ = [str(arch.parent)]  # `from .utils import ...` resolves inside the checkout
+    sys.modules["archs"] = package
+    spec = importlib.util.spec_from_file_location("archs.co_lut_arch", arch)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["archs.co_lut_arch"] = module
+    spec.loader.exec_module(module)
+    net = module.CoNet()
+    weights = checkout / "experiments" / "lcdp_net.pth"
+    if weights.is_file():
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        net.load_state_dict(state.get("params_ema", state), strict=True)
+    return net.eval()
+
+
+def restorex(name: str, weights: Path) -> torch.nn.Module:
+    from restorex_core import RestoreX, load_checkpoint
+
+    model = load_checkpoint(weights)
+    if name == "v2":  # the retrained default's shape (random weights: the same cost)
+        cfg = model.config.replace(restormer={"num_blocks": (1, 2, 3, 4), "num_refinement_blocks": 1,
+                                              "heads": (1, 2, 4, 8)})
+        model = RestoreX(cfg)
+    return model.eval()
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    w, _, h = text.partition("x")
+    return int(h or w), int(w)  # (height, width)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--peer", type=Path, required=True, help="a checkout of github.com/HUST-IAL/CoTF")
+    ap.add_argument("--sizes", nargs="+", default=["1024", "3840x2160"], help="N (square) or WxH")
+    ap.add_argument("--models", nargs="+", default=["v1", "v2"], choices=["v1", "v2"])
+    ap.add_argument("--weights", type=Path, default=V1, help="the v1 checkpoint (default: the bundled file)")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--json", type=Path, help="also write the raw times here")
+    args = ap.parse_args()
+
+    cotf = load_cotf(args.peer)
+    models = {name: restorex(name, args.weights) for name in args.models}
+    params = sum(p.numel() for p in cotf.parameters())
+    print(f"CoTF ({params / 1e6:.2f} M parameters) vs RestoreX {', '.join(models)} on {torch.get_num_threads()} "
+          f"threads, CPU, fp32, best of {args.repeats} alternated runs\n")
+    print("| size | MP | CoTF s | CoTF s/MP | " + " | ".join(f"RestoreX {n} s | {n} s/MP | {n} / CoTF"
+                                                       for n in models) + " |")
+    print("|---|---|---|---|" + "---|---|---|" * len(models))
+    raw = {}
+    for size in args.sizes:
+        h, w = parse_size(size)
+        x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+        best = {name: float("inf") for name in ["CoTF", *models]}
+        with torch.inference_mode():
+            cotf(x[..., :64, :64])  # first-call set-up (oneDNN primitives)
+            for model in models.values():
+                model.correct(x[..., :64, :64], tile="auto")
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                cotf(x)
+                best["CoTF"] = min(best["CoTF"], time.perf_counter() - t0)
+                for name, model in models.items():
+                    t0 = time.perf_counter()
+                    model.correct(x, seed=0, tile="auto")
+                    best[name] = min(best[name], time.perf_counter() - t0)
+        mp = h * w / 1e6
+        raw[f"{w}x{h}"] = best
+        cells = " | ".join(f"{best[n]:.2f} | {best[n] / mp:.2f} | {best[n] / best['CoTF']:.1f}x" for n in models)
+        print(f"| {w}x{h} | {mp:.2f} | {best['CoTF']:.2f} | {best['CoTF'] / mp:.2f} | {cells} |", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(raw, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""ExposureCorrectVideo: a clip (an IMAGE batch of frames) corrected without flicker."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from restorex_core.compose import correct_sequence_blended
+
+from .method_nodes import CATEGORY, MODEL, OVERLAP, SEED, STEPS, TILE
+from .runtime import ManagedRestoreX, comfy_mm, image_out, run_tiled
+
+
+class ExposureCorrectVideo:
+    """Corrects video frames without flicker: the same FFEDM noise for every frame, priors and brightness smoothed
+    over a window of frames (a hunting auto-exposure is evened out, real changes of light followed)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": MODEL,
+                "frames": ("IMAGE", {"tooltip": "The clip: a batch of frames of one size (from Load Video, Load "
+                                                "Image Batch, ...). RGBA keeps its alpha untouched."}),
+                "window": ("INT", {"default": 9, "min": 1, "max": 99, "step": 2, "tooltip": "Frames the priors "
+                                   "and brightness are smoothed over (odd, centred). 1 = each frame on its own, "
+                                   "as Exposure Correct."}),
+                "seed": SEED, "steps": STEPS,
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip":
+                                       "Blend with the input: 0 = unchanged, 1 = fully corrected."}),
+                "feather": ("INT", {"default": 16, "min": 0, "max": 512, "tooltip": "Soft edge of the mask, in "
+                                    "pixels (Gaussian). Ignored without a mask."}),
+                "tile": TILE, "overlap": OVERLAP,
+            },
+            "optional": {"mask": ("MASK", {"tooltip": "Correct only where the mask is 1: one mask for the whole "
+                                                      "clip or one per frame (any size: resized to the frames)."})},
+        }
+
+    RETURN_TYPES, RETURN_NAMES, FUNCTION, CATEGORY = ("IMAGE",), ("frames",), "correct", CATEGORY
+    OUTPUT_TOOLTIPS = ("The corrected frames.",)
+    DESCRIPTION = " ".join(__doc__.split())
+
+    def correct(self, model: ManagedRestoreX, frames: Tensor, window: int, seed: int, steps: int, strength: float,
+                feather: int, tile: int, overlap: int, mask: Tensor | None = None) -> tuple[Tensor]:
+        clip = frames.movedim(-1, 1)  # (T, C, H, W) on the host; each frame moves to the device when it runs
+        stop = comfy_mm().throw_exception_if_processing_interrupted  # called between frames
+
+        def run(net, _first, tile_, overlap_, report):  # the clip from above, not the first frame run_tiled moved
+            return correct_sequence_blended(net, clip, window=window, seed=seed, steps=steps or None, tile=tile_,
+                                            overlap=overlap_, strength=strength, mask=mask, feather=feather,
+                                            progress=report, interrupt=stop)
+
+        with torch.inference_mode():  # memory, tile and out-of-memory back-off sized for one frame
+            return (image_out(run_tiled(model, frames[:1], run, tile=tile, overlap=overlap), frames),)

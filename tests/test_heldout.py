@@ -1,0 +1,123 @@
+"""The default recipe's new pieces: the look statistics and held-out suite, and the SSIM / colour loss terms."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from training.heldout import (
+    OVER_EVS,
+    UNDER_EVS,
+    baseline_methods,
+    heldout_subsets,
+    look_ratios,
+    look_stats,
+    markdown,
+    score,
+    srgb_to_lab,
+)
+from training.losses import colour_loss, ssim_loss
+
+
+def _photo(seed: int, h: int = 40, w: int = 56) -> np.ndarray:
+    g = torch.Generator().manual_seed(seed)
+    base = torch.nn.functional.interpolate(torch.rand(1, 3, 4, 4, generator=g), size=(h, w), mode="bicubic")[0]
+    return (base.clamp(0.05, 0.95).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def test_lab_of_known_colours():
+    white, black = torch.ones(3, 1, 1), torch.zeros(3, 1, 1)
+    assert srgb_to_lab(white)[:, 0, 0].tolist() == pytest.approx([100.0, 0.0, 0.0], abs=0.05)
+    assert srgb_to_lab(black)[:, 0, 0].tolist() == pytest.approx([0.0, 0.0, 0.0], abs=0.05)
+    red = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1)  # sRGB red is L* 53.2, a* 80.1, b* 67.2
+    assert srgb_to_lab(red)[:, 0, 0].tolist() == pytest.approx([53.24, 80.09, 67.20], abs=0.1)
+
+
+def test_look_ratios_see_desaturation_and_flattening():
+    img = torch.from_numpy(_photo(0)).permute(2, 0, 1).float() / 255
+    grey = img.mean(0, keepdim=True)
+    washed = 0.5 * img + 0.5 * grey  # half the saturation
+    flat = 0.5 + 0.5 * (img - img.mean())  # half the contrast
+    assert look_ratios(img, img) == pytest.approx((1.0, 1.0))
+    chroma, _ = look_ratios(washed, img)
+    assert 0.4 < chroma < 0.6
+    _, contrast = look_ratios(flat, img)
+    assert 0.4 < contrast < 0.6
+    assert look_stats(grey.expand(3, -1, -1))[0] < 0.05  # a grey image has no chroma
+
+
+def test_ssim_loss_and_colour_loss():
+    img = torch.from_numpy(_photo(1)).permute(2, 0, 1).float()[None] / 255
+    grey = img.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    assert ssim_loss(img, img).item() == pytest.approx(0.0, abs=1e-5)
+    assert colour_loss(img, img).item() == pytest.approx(0.0, abs=1e-7)
+    assert ssim_loss(torch.full_like(img, img.mean().item()), img) > 0.3  # flat grey loses the structure
+    washed = (0.4 * img + 0.6 * grey).requires_grad_(True)
+    loss = colour_loss(washed, img)
+    assert loss > 0.02
+    loss.backward()
+    assert washed.grad is not None and washed.grad.abs().sum() > 0
+    # the colour term ignores a pure brightness change, which L1 and SSIM already cover
+    assert colour_loss(img * 0.8, img) < colour_loss(washed.detach(), img)
+
+
+@pytest.fixture
+def data_root(tmp_path: Path) -> Path:
+    """A miniature shared/data: two held-out stack scenes and two held-out photo sets."""
+    root = tmp_path / "data"
+    for sid, gains in (("src/SceneA", (0.25, 1.0, 2.2)), ("src/SceneB", (0.3, 1.0, 1.9))):
+        scene = root / "stacks" / sid
+        scene.mkdir(parents=True)
+        base = _photo(hash(sid) % 100).astype(np.float64)
+        for i, g in enumerate(gains):
+            Image.fromarray(np.clip(base * g, 0, 255).round().astype(np.uint8)).save(scene / f"{i:02d}.png")
+    for s, n in (("kodak24", 2), ("mcmaster", 1), ("bsds500", 2)):
+        d = root / "photos" / s
+        d.mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(_photo(10 * i + len(s))).save(d / f"{s}_{i}.png")
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text('[data]\nval_scenes = ["src/SceneA", "src/SceneB"]\nsynthetic_exclude = ["kodak24", "mcmaster"]\n')
+    return root
+
+
+def test_heldout_subsets_hold_the_right_items(data_root: Path, tmp_path: Path):
+    subsets = heldout_subsets(data_root, config=tmp_path / "cfg.toml")
+    assert [s.name for s in subsets] == ["stacks/under", "stacks/over", "photos/under", "photos/over"]
+    assert [len(s) for s in subsets] == [2, 2, 3, 3]  # 3 held-out photos, each once under and once over
+    names = [subsets[2][k]["name"] for k in range(3)] + [subsets[3][k]["name"] for k in range(3)]
+    assert not any("bsds500" in n for n in names)  # only the held-out sets
+    evs = {float(n.split("@EV")[1]) for n in names}
+    assert evs <= set(UNDER_EVS) | set(OVER_EVS) and len(evs) >= 4  # EVs cycle over the photos
+    for k in range(3):
+        under, over = subsets[2][k], subsets[3][k]
+        assert under["input"].mean() < under["target"].mean() < over["input"].mean()
+    again = heldout_subsets(data_root, config=tmp_path / "cfg.toml")
+    assert torch.equal(again[2][0]["input"], subsets[2][0]["input"])  # fixed, seeded renders
+
+
+def test_score_reports_every_method_and_subset(data_root: Path, tmp_path: Path):
+    subsets = heldout_subsets(data_root, config=tmp_path / "cfg.toml")
+    methods = {"half-way": lambda x: 0.5 * x + 0.25, **baseline_methods()}
+    rows = score(methods, subsets, limit=1)
+    assert len(rows) == len(methods) * 4
+    identity = [r for r in rows if r.method.startswith("Input")]
+    assert all(0.0 < r.chroma and 0.0 < r.contrast for r in rows)
+    assert all(r.psnr < 20 for r in identity)  # the inputs really are badly exposed
+    text = markdown(rows)
+    for name in ("stacks/under", "photos/over", "half-way", "chroma ratio", "contrast ratio"):
+        assert name in text
+
+
+def test_evaluate_suite_writes_the_tables(data_root: Path, tmp_path: Path, capsys):
+    from training.evaluate import main
+
+    out = tmp_path / "eval"
+    rows = main(["--suite", "heldout", "--data", str(data_root), "--config", str(tmp_path / "cfg.toml"),
+                 "--limit", "1", "--out", str(out)])
+    assert {r.subset for r in rows} == {"stacks/under", "stacks/over", "photos/under", "photos/over"}
+    assert sorted(p.name for p in out.iterdir()) == ["heldout_results.csv", "heldout_summary.csv",
+                                                      "heldout_summary.md"]
+    assert "python -m training.evaluate --suite heldout" in (out / "heldout_summary.md").read_text()
