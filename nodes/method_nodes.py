@@ -22,6 +22,10 @@ TILE = ("INT", {"default": 0, "min": 0, "max": 16384, "step": 8, "tooltip": "Res
                 "automatic from the free memory (untiled when it fits). Out of memory halves the tile."})
 OVERLAP = ("INT", {"default": 32, "min": 0, "max": 1024, "step": 8, "tooltip": "Overlap between tiles in pixels "
                                                                                "(less than half the tile)."})
+STRENGTH = ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
+                      "tooltip": "Blend with the input: 0 = unchanged, 1 = fully corrected."})
+FEATHER = ("INT", {"default": 16, "min": 0, "max": 512,
+                   "tooltip": "Soft edge of the mask, in pixels (Gaussian). Ignored without a mask."})
 
 
 class ExtractCLIPPriors:

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from restorex_core.compose import correct_sequence_blended
 
-from .method_nodes import CATEGORY, MODEL, OVERLAP, SEED, STEPS, TILE
+from .method_nodes import CATEGORY, FEATHER, MODEL, OVERLAP, SEED, STEPS, STRENGTH, TILE
 from .runtime import ManagedRestoreX, comfy_mm, image_out, run_tiled
 
 
@@ -26,10 +26,7 @@ class ExposureCorrectVideo:
                                    "and brightness are smoothed over (odd, centred). 1 = each frame on its own, "
                                    "as Exposure Correct."}),
                 "seed": SEED, "steps": STEPS,
-                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip":
-                                       "Blend with the input: 0 = unchanged, 1 = fully corrected."}),
-                "feather": ("INT", {"default": 16, "min": 0, "max": 512, "tooltip": "Soft edge of the mask, in "
-                                    "pixels (Gaussian). Ignored without a mask."}),
+                "strength": STRENGTH, "feather": FEATHER,
                 "tile": TILE, "overlap": OVERLAP,
             },
             "optional": {"mask": ("MASK", {"tooltip": "Correct only where the mask is 1: one mask for the whole "
