@@ -1,7 +1,7 @@
 """Measured memory cost per pixel of the Restormer, for every shipped config and dtype.
 
-    python benchmarks/bench_memory.py                      # v1 (bundled file), v2 and paper configs, fp32 + bf16
-    python benchmarks/bench_memory.py --configs v1 --dtypes fp32 --sizes 256 512
+    python benchmarks/bench_memory.py                      # the bundled default and the paper config, fp32 + bf16
+    python benchmarks/bench_memory.py --configs default --dtypes fp32 --sizes 256 512 --weights other.safetensors
 
 restorex_core.memory sizes tiles from these figures (``RESTORMER_VALUES_PER_PIXEL``, ``IMAGE_BYTES_PER_PIXEL``):
 a pass over an h x w tile needs about ``bytes_per_pixel * h * w``. Each figure is a slope between two sizes,
@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-V1 = ROOT / "weights" / "restorex-default.safetensors"
+DEFAULT = ROOT / "weights" / "restorex-default.safetensors"
 
 
 def rss() -> int:
@@ -40,16 +40,12 @@ def build(config: str, dtype: str, weights: str | None):
 
     sys.path.insert(0, str(ROOT))
     from restorex_core import RestoreX, RestoreXConfig, load_checkpoint
-    from restorex_core.checkpoint import read_header
 
     torch.manual_seed(0)
     dt = getattr(torch, DTYPES[dtype])
-    if config == "v1":
-        return load_checkpoint(weights or V1, dtype=dt).eval()
-    base = RestoreXConfig.from_dict(json.loads(read_header(weights or V1)["config"]))
-    if config == "v2":  # the retrained default: deeper Restormer, same encoder, PEM and FFEDM
-        cfg = base.replace(restormer={"num_blocks": (1, 2, 3, 4), "num_refinement_blocks": 1, "heads": (1, 2, 4, 8)})
-    elif config == "paper":
+    if config == "default":
+        return load_checkpoint(weights or DEFAULT, dtype=dt).eval()
+    if config == "paper":
         cfg = RestoreXConfig.paper()
     else:
         cfg = RestoreXConfig.tiny()
@@ -81,10 +77,10 @@ def run_child(spec: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--configs", nargs="+", default=["v1", "v2", "paper"], choices=["v1", "v2", "paper", "tiny"])
+    ap.add_argument("--configs", nargs="+", default=["default", "paper"], choices=["default", "paper", "tiny"])
     ap.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=sorted(DTYPES))
     ap.add_argument("--sizes", type=int, nargs=2, default=[384, 768], metavar=("SMALL", "BIG"))
-    ap.add_argument("--weights", help="the v1 checkpoint (default: the bundled file)")
+    ap.add_argument("--weights", help="the checkpoint of 'default' (default: the bundled file)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

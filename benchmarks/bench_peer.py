@@ -2,8 +2,8 @@
 
     git clone https://github.com/HUST-IAL/CoTF /path/to/CoTF     # its code and weights stay there
     pip install einops                                           # CoTF's only import RestoreX does not have
-    python benchmarks/bench_peer.py --peer /path/to/CoTF                       # 1024x1024 and 4K, v1 and v2
-    python benchmarks/bench_peer.py --peer /path/to/CoTF --sizes 1024 2048x1536 --repeats 3
+    python benchmarks/bench_peer.py --peer /path/to/CoTF                  # 1024x1024 and 4K, bundled, fp32 and bf16
+    python benchmarks/bench_peer.py --peer /path/to/CoTF --sizes 1024 --weights v1.safetensors weights/*.safetensors
 
 Both networks see the same random image; their runs alternate in one process (peer, then each RestoreX model,
 repeated), so a busy machine slows them alike and the ratio stays fair; each time is the best of
@@ -13,7 +13,8 @@ Modules that file imports but CoNet never calls (BasicSR's registry and ops, kor
 by empty modules here; nothing of CoTF is copied into this repository.
 
 RestoreX runs ``correct`` as the command line does: priors, FFEDM and the Restormer with ``tile="auto"``
-(untiled when the image fits in half the available memory, else the largest tile that does).
+(untiled when the image fits in half the available memory, else the largest tile that does), in each of
+``--dtypes`` (the command line's ``--dtype auto`` is bf16 on a CPU with native bf16, fp32 elsewhere).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-V1 = ROOT / "weights" / "restorex-default.safetensors"
+DEFAULT = ROOT / "weights" / "restorex-default.safetensors"
 
 
 def load_cotf(checkout: Path) -> torch.nn.Module:
@@ -63,15 +64,10 @@ def load_cotf(checkout: Path) -> torch.nn.Module:
     return net.eval()
 
 
-def restorex(name: str, weights: Path) -> torch.nn.Module:
-    from restorex_core import RestoreX, load_checkpoint
+def restorex(weights: Path, dtype: str) -> torch.nn.Module:
+    from restorex_core import load_checkpoint
 
-    model = load_checkpoint(weights)
-    if name == "v2":  # the retrained default's shape (random weights: the same cost)
-        cfg = model.config.replace(restormer={"num_blocks": (1, 2, 3, 4), "num_refinement_blocks": 1,
-                                              "heads": (1, 2, 4, 8)})
-        model = RestoreX(cfg)
-    return model.eval()
+    return load_checkpoint(weights, dtype={"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]).eval()
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -83,17 +79,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--peer", type=Path, required=True, help="a checkout of github.com/HUST-IAL/CoTF")
     ap.add_argument("--sizes", nargs="+", default=["1024", "3840x2160"], help="N (square) or WxH")
-    ap.add_argument("--models", nargs="+", default=["v1", "v2"], choices=["v1", "v2"])
-    ap.add_argument("--weights", type=Path, default=V1, help="the v1 checkpoint (default: the bundled file)")
+    ap.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"],
+                    help="RestoreX precisions to time (bf16: what dtype='auto' picks on a CPU with native bf16)")
+    ap.add_argument("--weights", nargs="+", type=Path, default=[DEFAULT], metavar="FILE",
+                    help="RestoreX checkpoints (default: the bundled default)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write the raw times here")
     args = ap.parse_args()
 
     cotf = load_cotf(args.peer)
-    models = {name: restorex(name, args.weights) for name in args.models}
+    models = {f"{w.stem.removeprefix('restorex-')} {d}": restorex(w, d) for w in args.weights for d in args.dtypes}
     params = sum(p.numel() for p in cotf.parameters())
-    print(f"CoTF ({params / 1e6:.2f} M parameters) vs RestoreX {', '.join(models)} on {torch.get_num_threads()} "
-          f"threads, CPU, fp32, best of {args.repeats} alternated runs\n")
+    print(f"CoTF ({params / 1e6:.2f} M parameters, fp32) vs RestoreX {', '.join(models)} on "
+          f"{torch.get_num_threads()} threads, CPU, best of {args.repeats} alternated runs\n")
     print("| size | MP | CoTF s | CoTF s/MP | " + " | ".join(f"RestoreX {n} s | {n} s/MP | {n} / CoTF"
                                                        for n in models) + " |")
     print("|---|---|---|---|" + "---|---|---|" * len(models))

@@ -2,6 +2,8 @@
 
     python benchmarks/bench_tiling.py                                   # 2K and 4K, v1 weights, tile 512
     python benchmarks/bench_tiling.py --sizes 7680x4320 --guides 1024 2048 4096 --reference-guide 4096
+    python benchmarks/bench_tiling.py --dtype bf16 --sizes 3840x2160 7680x4320 --max-untiled 0 \
+        --guides 512 1024 2048 --reference-guide 3072 --tile 1024
 
 A tiled run takes the attention maps of every MDTA block from one pass over the whole image downscaled to
 ``guide`` pixels on its long side (RestoreX.restore). This compares, on a real photo (docs/sample, resized to
@@ -45,10 +47,12 @@ def main() -> None:
     ap.add_argument("--tile", type=int, default=512)
     ap.add_argument("--max-untiled", type=float, default=4.0, help="largest untiled reference, megapixels")
     ap.add_argument("--reference-guide", type=int, default=4096, help="guide of the reference above that")
+    ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     args = ap.parse_args()
-    model = load_checkpoint(args.weights).eval()
+    model = load_checkpoint(args.weights, dtype=torch.float32 if args.dtype == "fp32" else torch.bfloat16).eval()
     per_px = restormer_bytes_per_pixel(model.config.restormer, model.dtype)
-    print(f"Tiled vs reference, {args.weights.name}, tile {args.tile}, overlap 32, CPU fp32; differences in 1/255\n")
+    print(f"Tiled vs reference, {args.weights.name}, tile {args.tile}, overlap 32, CPU {args.dtype}; "
+          "differences in 1/255\n")
     print("| size | reference | guide | guide MB | mean | p99.9 | max | tiled s |")
     print("|---|---|---|---|---|---|---|---|")
     for size in args.sizes:

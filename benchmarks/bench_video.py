@@ -12,9 +12,12 @@ adds a real lighting change of +1.5 EV half-way, in the ground truth as in the i
 which the correction must follow, not freeze.
 
 Per clip and method: flicker = std over frames of (mean brightness of the frame - that of its GT frame), in
-/255; PSNR = mean over frames (8-bit outputs, RGB); for the step clip, "follows" = the method's brightness change
-across the step (frames beyond half a window on each side) over the per-frame method's, and "lag" = the frames
-after the step until the sequence output is within 25% of the step of the per-frame output for good.
+/255; jitter = the same error's frame-to-frame part, std of its differences between consecutive frames /
+sqrt(2) (equal to flicker for an error that is new every frame, near 0 for a slow drift as a pan crosses bright
+and dark parts of a scene, which flicker also counts); PSNR = mean over frames (8-bit outputs, RGB); for the
+step clip, "follows" = the method's brightness change across the step (frames beyond half a window on each
+side) over the per-frame method's, and "lag" = the frames after the step until the sequence output is within
+25% of the step of the per-frame output for good.
 """
 
 from __future__ import annotations
@@ -117,7 +120,8 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def scores(out: torch.Tensor, clip: Clip, window: int) -> dict[str, float]:
     err = (luma_mean(out) - luma_mean(clip.gt)) * 255
     frame_psnr = [psnr(o, g) for o, g in zip(out, clip.gt, strict=True)]
-    result = {"flicker": float(err.std()), "psnr": float(np.mean(frame_psnr))}
+    jitter = float((err[1:] - err[:-1]).std() / math.sqrt(2))  # frame to frame: blind to slow drift
+    result = {"flicker": float(err.std()), "jitter": jitter, "psnr": float(np.mean(frame_psnr))}
     result["level"] = luma_mean(out)
     return result
 
@@ -162,44 +166,52 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", metavar="TEXT", help="run only the clips whose name contains one of these")
     parser.add_argument("--windows", type=int, nargs="+", default=[9])
     parser.add_argument("--ema", action="store_true", help="also the causal exponential filter")
+    parser.add_argument("--box", action="store_true", help="also the plain centred box (cut_ev=None)")
     parser.add_argument("--priors-only", dest="variants", action="store_true",
                         help="also the sequence correction without brightness stabilisation (priors smoothed only)")
     parser.add_argument("--time-1080p", type=int, default=0, metavar="N", help="time N frames of 1080p")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="fp32",
+                        help="model precision (auto: the command line's default, bf16 on a CPU with native bf16)")
     args = parser.parse_args()
     if args.data is None or not (args.data / "photos").is_dir():
         parser.error("give the data folder with --data DIR or RESTOREX_DATA (it holds photos/ and stacks/)")
     torch.set_num_threads(args.threads)
-    model = load_checkpoint(args.weights).eval()
+    from restorex_core.precision import auto_dtype
+
+    dtype = {"auto": auto_dtype("cpu"), "fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    model = load_checkpoint(args.weights, dtype=dtype).eval()
     methods: list[tuple[str, dict]] = [("per-frame", {"window": 1})]
     for w in args.windows:
         methods.append((f"sequence w={w}", {"window": w}))
+        if args.box:
+            methods.append((f"box w={w}", {"window": w, "cut_ev": None}))
         if args.variants:
             methods.append((f"priors only w={w}", {"window": w, "stabilize": False}))
         if args.ema:
             methods.append((f"ema w={w}", {"window": w, "smoothing": "ema"}))
     print(f"weights {args.weights.name}; {args.frames} frames of {args.width}x{args.height}, pan {args.pan} px/frame, "
           f"hunting +-{args.hunt} EV; flicker in /255, PSNR in dB (8-bit RGB)\n")
-    print("| clip | input flicker | input PSNR | " + " | ".join(f"{m} flicker | {m} PSNR" for m, _ in methods)
-          + " | s/frame (per-frame, seq) |")
-    print("|---" * (3 + 2 * len(methods) + 1) + "|")
-    totals: dict[str, list[tuple[float, float]]] = {m: [] for m in ["input", *(m for m, _ in methods)]}
+    print("| clip | input flicker | input jitter | input PSNR | "
+          + " | ".join(f"{m} flicker | {m} jitter | {m} PSNR" for m, _ in methods) + " | s/frame (per-frame, seq) |")
+    print("|---" * (4 + 3 * len(methods) + 1) + "|")
+    totals: dict[str, list[tuple[float, float, float]]] = {m: [] for m in ["input", *(m for m, _ in methods)]}
     notes = []
     for clip in clips(args):
         if args.only and not any(text in clip.name for text in args.only):
             continue
         base = scores(clip.frames, clip, 1)
-        row = [clip.name, f"{base['flicker']:.2f}", f"{base['psnr']:.2f}"]
+        row = [clip.name, f"{base['flicker']:.2f}", f"{base['jitter']:.2f}", f"{base['psnr']:.2f}"]
         levels, secs = {}, {}
         if clip.step is None:
-            totals["input"].append((base["flicker"], base["psnr"]))
+            totals["input"].append((base["flicker"], base["jitter"], base["psnr"]))
         for name, kw in methods:
             out, seconds = run(model, clip.frames, **kw)
             s = scores(out, clip, kw["window"])
             levels[name], secs[name] = s["level"], seconds / len(clip.frames)
-            row += [f"{s['flicker']:.2f}", f"{s['psnr']:.2f}"]
+            row += [f"{s['flicker']:.2f}", f"{s['jitter']:.2f}", f"{s['psnr']:.2f}"]
             if clip.step is None:
-                totals[name].append((s["flicker"], s["psnr"]))
+                totals[name].append((s["flicker"], s["jitter"], s["psnr"]))
         row.append(f"{secs['per-frame']:.2f}, {secs[methods[1][0]]:.2f}" if len(methods) > 1 else "")
         print("| " + " | ".join(row) + " |", flush=True)
         if clip.step is not None:
@@ -208,8 +220,7 @@ def main() -> None:
                 notes.append(f"step clip, {name}: follows {100 * follows:.0f}% of the per-frame brightness change, "
                              f"within {lag} frame(s) of the step")
     if totals["input"]:
-        mean = [f"{np.mean([f for f, _ in totals[m]]):.2f} | {np.mean([p for _, p in totals[m]]):.2f}"
-                for m in ["input", *[m for m, _ in methods]]]
+        mean = [" | ".join(f"{v:.2f}" for v in np.mean(totals[m], axis=0)) for m in ["input", *[m for m, _ in methods]]]
         print("| **mean (without the step clip)** | " + " | ".join(mean) + " | |")
     print()
     for n in notes:

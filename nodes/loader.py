@@ -9,6 +9,7 @@ from collections import OrderedDict
 import torch
 
 from restorex_core import MissingWeightsError, load_checkpoint, read_header
+from restorex_core.precision import auto_dtype
 
 from . import paths
 from .runtime import ManagedRestoreX, comfy_mm
@@ -37,7 +38,7 @@ def load_managed(model_name: str, clip_name: str, device: str, dtype: str) -> Ma
     path = paths.find_model(model_name)
     clip_path = None if clip_name == paths.FROM_CHECKPOINT else paths.find_clip(clip_name)
     load_device, offload_device = _devices(device)
-    torch_dtype = torch.float32 if dtype == "auto" else DTYPES[dtype]
+    torch_dtype = auto_dtype(load_device) if dtype == "auto" else DTYPES[dtype]
     stat = os.stat(path)
     clip_stat = os.stat(clip_path) if clip_path else None
     key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size, clip_path and os.path.realpath(clip_path),
@@ -71,8 +72,9 @@ class LoadRestoreXModel:
                                                           "checkpoint (the default weights store theirs)."}),
             "device": (["auto", "cpu", "gpu"], {"default": "auto", "tooltip": "auto: ComfyUI's device (the GPU "
                                                 "unless --cpu). cpu: keep it on the CPU."}),
-            "dtype": (["auto", "fp32", "bf16", "fp16"], {"default": "auto", "tooltip": "Weight precision. auto = "
-                                                         "fp32 (the model is small; fp16/bf16 halve its memory)."}),
+            "dtype": (["auto", "fp32", "bf16", "fp16"], {"default": "auto", "tooltip": "Precision. auto = bf16 "
+                                                         "on a CPU with native bf16 (2x faster, within 2/255 of fp32), "
+                                                         "else fp32. fp16/bf16 halve the memory."}),
         }}
 
     RETURN_TYPES = ("RESTOREX_MODEL",)

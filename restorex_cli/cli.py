@@ -45,7 +45,7 @@ TRAIN_COMMAND = (
     "RESTOREX_DATA=DATA python -m training.train --config training/configs/default_stage1.toml, then the same "
     "with default_stage2.toml, then copy runs/default_stage2/restorex-default.safetensors to weights/"
 )
-DTYPES = ("bf16", "fp16", "fp32")  # torch dtypes: _torch_dtype
+DTYPES = ("auto", "bf16", "fp16", "fp32")  # torch dtypes: _torch_dtype
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 0..2**64 - 1 (and negatives, aliases of large seeds)
 SUBMODULES = ("clip", "pem_reference", "pem_input", "ffedm", "restormer")
 _HEADER_KEYS = {"format", "format_version", "config", "clip_stored"}
@@ -53,6 +53,9 @@ _HEADER_KEYS = {"format", "format_version", "config", "clip_stored"}
 
 class UsageError(RestoreXError):
     """A command line that cannot be carried out as given (exit code 2)."""
+
+
+STOPPED = (130, 143)  # exit codes of a run stopped by Ctrl-C (SIGINT) and by SIGTERM
 
 
 class Terminated(KeyboardInterrupt):
@@ -81,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "e.g. 4G or 1500M (default: half the free memory of the device, at most 3G on a CPU)")
     correct.add_argument("--overlap", type=int, default=32, metavar="N", help="tile overlap in pixels (default 32)")
     correct.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
-    correct.add_argument("--dtype", choices=DTYPES, default="fp32", help="compute precision (default fp32)")
+    correct.add_argument("--dtype", choices=DTYPES, default="auto",
+                         help="compute precision; auto (default): bf16 on a CPU with native bf16 (AVX512-BF16, AMX), "
+                              "2x faster, within 2/255 of fp32; fp32 elsewhere")
     correct.add_argument("--seed", type=int, default=0, help=f"seed of the prior diffusion, 0..{SEED_MAX} (default 0)")
     correct.add_argument("--steps", type=int, metavar="N", help="reverse diffusion steps, 1..T of the checkpoint "
                          "(default: all T)")
@@ -341,9 +346,13 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def _torch_dtype(name: str) -> torch.dtype:
+def _torch_dtype(name: str, device: torch.device) -> torch.dtype:
     import torch
 
+    if name == "auto":
+        from restorex_core.precision import auto_dtype
+
+        return auto_dtype(device)
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
@@ -379,8 +388,9 @@ def run_correct(args: argparse.Namespace) -> int:
         print(f"nothing to do: every output already exists in {args.out}", file=sys.stderr)
         return 0
     device = pick_device(args.device)
-    model = load_checkpoint(args.weights_path, clip=args.clip, device=device, dtype=_torch_dtype(args.dtype))
-    logger.info("loaded %s on %s (%s)", args.weights_path, device, args.dtype)
+    dtype = _torch_dtype(args.dtype, device)
+    model = load_checkpoint(args.weights_path, clip=args.clip, device=device, dtype=dtype)
+    logger.info("loaded %s on %s (%s)", args.weights_path, device, str(dtype).removeprefix("torch."))
     if args.sequence:
         return correct_sequence_files(model, jobs, args)
     failures: list[Path] = []

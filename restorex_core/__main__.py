@@ -3,6 +3,4 @@
 Runs only under ``-m``; nothing in the core imports the command line.
 """
 
-from restorex_cli.cli import main
-
-raise SystemExit(main())
+import restorex_cli.__main__  # noqa: F401  (runs the command line, with its fast exit after a stop)

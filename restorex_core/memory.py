@@ -18,10 +18,12 @@ import torch
 from .arch.restormer import RestormerConfig
 
 # Peak activation values per pixel, per channel of the Restormer's first level (``dim``), of one forward
-# under inference_mode: the max RSS slope of RestoreX.restore on a CPU, 32.2 (fp32) and 33.8 (bf16) for the
-# bundled v1 model (benchmarks/RESULTS.md, "Memory per pixel"), rounded up. The peak sits in the
-# full-resolution levels, whose width is 2 x dim in every config, so deeper levels (v2) do not change it.
-RESTORMER_VALUES_PER_PIXEL = 34
+# under inference_mode: the max RSS slope of RestoreX.restore on a CPU, 49.1 (fp32) and 51.5 (bf16) for the
+# bundled default (benchmarks/RESULTS.md, "Memory per pixel"), rounded up. Higher than the 32-34 measured
+# before restore() kept freed blocks in malloc's heap (restorex_core/allocator.py): reuse trades some
+# fragmentation for 2x speed. The peak sits in the full-resolution levels, whose width is 2 x dim in every
+# config, so the depth of the lower levels does not change it.
+RESTORMER_VALUES_PER_PIXEL = 52
 # Whole-image buffers of a tiled run, per image pixel, whatever the tile (fp32): the checked input, its mirrored
 # and padded copies, the blend sums and weights, their quotient and the clamped output, 7 x 12 + 4 bytes,
 # rounded up (benchmarks/RESULTS.md: checked against the 12 MP command-line run's peak).

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .allocator import reuse_freed_memory
 from .arch.clip_vit import ClipVision
 from .arch.pem import PriorExtraction
 from .arch.prior_diffusion import FFEDM
@@ -151,6 +153,7 @@ class RestoreX(nn.Module):
         guide_size: int = GUIDE_SIZE,
         max_memory: int | None = None,
         interrupt: Interrupt | None = None,
+        attention: list[Tensor] | None = None,
     ) -> Tensor:
         """Run the Restormer with the priors injected.
 
@@ -167,12 +170,24 @@ class RestoreX(nn.Module):
             progress: called as (done, total) after the guide pass and every tile (total = tiles + 1), or
                 (1, 1) untiled.
             interrupt: called before every transformer block (guide pass and tiles); it stops by raising.
+            attention: when tiled, share these maps (from :meth:`attention_maps`) instead of running the guide
+                pass: a clip smooths them over time.
         """
         images = check_images(images)
         if not priors.ready:
             raise ValueError("these are raw input priors (PEM-S2 on a badly exposed photo), which describe the bad "
                              "exposure: run FFEDM Enhance (RestoreX.enhance_priors) on them first, or give reference "
                              "or blended priors")
+        # On a CPU, freed activations stay in malloc's heap for the next op instead of being unmapped and
+        # faulted back in zeroed (restorex_core/allocator.py: 2x faster at 1024x1024); trimmed on the way out.
+        with reuse_freed_memory() if self.device.type == "cpu" else nullcontext():
+            return self._restore(images, priors, tile=tile, overlap=overlap, progress=progress,
+                                 guide_size=guide_size, max_memory=max_memory, interrupt=interrupt,
+                                 attention=attention)
+
+    def _restore(self, images: Tensor, priors: Priors, *, tile: Tile, overlap: int, progress: Progress | None,
+                 guide_size: int, max_memory: int | None, interrupt: Interrupt | None,
+                 attention: list[Tensor] | None) -> Tensor:
         if priors.blocks != self.config.clip.taps or priors.dim != self.config.pem.dim:
             raise ValueError(f"priors of blocks {priors.blocks} (D={priors.dim}) do not fit this model "
                              f"(blocks {self.config.clip.taps}, D={self.config.pem.dim})")
@@ -181,7 +196,7 @@ class RestoreX(nn.Module):
         if tile != "auto":
             if isinstance(tile, str) or (tile is not None and tile < 8):
                 raise ValueError(f"tile must be None, 'auto' or a size of at least 8 pixels, got {tile!r}")
-            out = self._restore_rgb(split.rgb, vectors, tile, overlap, guide_size, progress, interrupt)
+            out = self._restore_rgb(split.rgb, vectors, tile, overlap, guide_size, progress, interrupt, attention)
         else:
             b, _, h, w = split.rgb.shape
             budget = max_memory if max_memory is not None else default_budget(self.device)
@@ -191,7 +206,7 @@ class RestoreX(nn.Module):
             while True:
                 try:
                     out = self._restore_rgb(split.rgb, vectors, chosen, min(overlap, (chosen or 0) // 4) if chosen
-                                            else overlap, guide, progress, interrupt)
+                                            else overlap, guide, progress, interrupt, attention)
                     break
                 except (RuntimeError, MemoryError) as e:  # retried outside the handler, so the failed pass is freed
                     if not (isinstance(e, MemoryError) or is_out_of_memory(e)):
@@ -210,8 +225,30 @@ class RestoreX(nn.Module):
         out = out.to(images.device, images.dtype).clamp(0.0, 1.0)
         return split.merge(out)
 
+    def _guide(self, padded: Tensor, guide_size: int) -> Tensor:
+        """The guide pass's input: the bordered, padded image downscaled to at most ``guide_size`` on its long side."""
+        ph, pw = padded.shape[-2:]
+        scale = min(1.0, guide_size / max(ph, pw))
+        guide = padded if scale == 1.0 else F.interpolate(
+            padded, size=(max(8, round(ph * scale)), max(8, round(pw * scale))), mode="bilinear", antialias=True)
+        guide, _ = pad_to_multiple(guide.to(self.device, self.dtype), self.restormer.multiple_of)
+        layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        return guide.contiguous(memory_format=layout)
+
+    def attention_maps(self, images: Tensor, priors: Priors, *, guide_size: int = GUIDE_SIZE,
+                       interrupt: Interrupt | None = None) -> list[Tensor]:
+        """The attention maps a tiled :meth:`restore` of ``images`` shares across its tiles (one per MDTA block,
+        (B, heads, C/h, C/h) fp32): what :func:`restorex_core.sequence.iter_corrected` smooths over time and
+        passes back as ``restore(..., attention=)``."""
+        rgb = split_channels(check_images(images)).rgb
+        vectors = list(priors.expand(images.shape[0]).to(self.device, self.dtype).vectors)
+        padded, _ = pad_to_multiple(pad_border(rgb, BORDER), self.restormer.multiple_of)
+        with reuse_freed_memory() if self.device.type == "cpu" else nullcontext():
+            return self.restormer.record_attention(self._guide(padded, guide_size), vectors, interrupt=interrupt)
+
     def _restore_rgb(self, rgb: Tensor, vectors: list[Tensor], tile: int | None, overlap: int, guide_size: int,
-                     progress: Progress | None, interrupt: Interrupt | None) -> Tensor:
+                     progress: Progress | None, interrupt: Interrupt | None,
+                     attention: list[Tensor] | None = None) -> Tensor:
         """(B, 3, H, W) -> the Restormer's (B, 3, H, W), unclamped, on the model's device."""
         # channels_last: the layout the CPU convolutions run fastest in (2-3x); the MDTA reads it as is
         layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
@@ -230,12 +267,10 @@ class RestoreX(nn.Module):
         # pad the whole image first, so border tiles see the same padding as an untiled run
         padded, _ = pad_to_multiple(pad_border(rgb, m), self.restormer.multiple_of)
         ph, pw = padded.shape[-2:]
-        scale = min(1.0, guide_size / max(ph, pw))
-        guide = padded if scale == 1.0 else F.interpolate(
-            padded, size=(max(8, round(ph * scale)), max(8, round(pw * scale))), mode="bilinear", antialias=True)
-        guide, _ = pad_to_multiple(guide.to(self.device, self.dtype), self.restormer.multiple_of)
         tiles = len(tile_starts(ph, tile, overlap)) * len(tile_starts(pw, tile, overlap))
-        with self.restormer.shared_attention(guide.contiguous(memory_format=layout), vectors, interrupt=interrupt):
+        if attention is None:
+            attention = self.restormer.record_attention(self._guide(padded, guide_size), vectors, interrupt=interrupt)
+        with self.restormer.replay_attention(attention):
             if progress is not None:
                 progress(1, tiles + 1)
             out = tiled_apply(run, padded, tile=tile, overlap=overlap, interrupt=interrupt,
@@ -273,6 +308,7 @@ class RestoreX(nn.Module):
         seed: int | None = 0,
         steps: int | None = None,
         stabilize: bool = True,
+        cut_ev: float | None = 1.5,
         tile: int | None = None,
         overlap: int = 32,
         batch: int = 1,
@@ -285,13 +321,15 @@ class RestoreX(nn.Module):
 
         Args:
             frames: (T, C, H, W) float in [0, 1]; the result has the same shape, dtype and device.
+            cut_ev: a sustained input exposure step of more than this many EV is a change of lighting, not
+                averaged across (None: a plain box window).
             progress: called as (done, T) per frame. interrupt: called between frames; raises to stop.
         """
         from .sequence import iter_corrected
 
         out = torch.empty_like(frames)
         for t, frame in iter_corrected(self, frames, window=window, seed=seed, steps=steps, stabilize=stabilize,
-                                       tile=tile, overlap=overlap, batch=batch, progress=progress,
+                                       cut_ev=cut_ev, tile=tile, overlap=overlap, batch=batch, progress=progress,
                                        interrupt=interrupt):
             out[t] = frame[0]
         return out

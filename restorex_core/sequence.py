@@ -7,13 +7,20 @@ what should not change over time stay put (measurements: benchmarks/RESULTS.md, 
 1. **A cheap first pass over every frame** (CLIP sees a small resize of it): input priors, enhanced by FFEDM
    from **the same noise x_T for every frame** (the same seed), so a static scene gets the same priors.
 2. **The enhanced priors are smoothed over time** with a centred box window of ``window`` frames (shorter at
-   the ends of the clip), so an exposure error that hunts from frame to frame no longer moves them.
+   the ends of the clip), so an exposure error that hunts from frame to frame no longer moves them. The
+   window is edge-aware: where the input exposure steps by more than ``cut_ev`` EV, the clip is cut and
+   no window reaches across the step, so a real change of lighting is followed at once instead of ramped
+   over the window.
 3. **Global brightness is stabilised**: the first pass also restores a thumbnail of every frame (long side
    at most ``THUMBNAIL``) and records its mean brightness; each full frame is then scaled by the ratio of the
    smoothed to the frame's own thumbnail brightness. A real change of lighting survives: the smoothed curve
    follows it within the window.
-4. **A second pass restores frame by frame** (tiled as :meth:`RestoreX.restore` tiles), so memory does not
-   grow with the clip: only the priors and one brightness value per frame are kept from the first pass.
+4. **Tiled frames share smoothed attention statistics**: a tiled restore takes the attention maps of every
+   MDTA block from a guide pass over the whole frame; the first pass runs that guide pass for every frame,
+   keeps its maps (a few kB per frame) and smooths them over the same window.
+5. **A second pass restores frame by frame** (tiled as :meth:`RestoreX.restore` tiles, with the smoothed
+   maps), so memory does not grow with the clip: only priors, maps and one brightness value per frame are
+   kept from the first pass.
 
 ``window=1`` skips 2 and 3 and gives exactly the per-frame result of :meth:`RestoreX.correct`.
 """
@@ -39,15 +46,23 @@ Progress = Callable[[int, int], None]
 Interrupt = Callable[[], None]  # raises to stop, e.g. comfy.model_management.throw_exception_if_processing_interrupted
 THUMBNAIL = 256  # long side of the first pass's brightness thumbnails: ~1/60 of a 1080p frame's pixels
 MAX_GAIN = 2.0  # the brightness stabiliser never scales a frame by more than this (or less than its inverse)
+# A sustained input exposure step of more than this many EV (half-window means, exposure_ev) is a real change
+# of lighting, not averaged across. Measured on benchmarks/bench_video.py's clips (window 9): hunting of
+# +-0.35 EV reaches at most 1.01 (dark, noisy frames exaggerate it), its +1.5 EV change of light 2.50.
+CUT_EV = 1.5
 
 
-def smooth_over_time(x: Tensor, window: int, *, mode: Literal["centred", "ema"] = "centred") -> Tensor:
+def smooth_over_time(x: Tensor, window: int, *, mode: Literal["centred", "ema"] = "centred",
+                     guide: Tensor | None = None, cut: float = 1.5) -> Tensor:
     """Smooth a (T, ...) series along T.
 
     Args:
         x: (T, ...) float.
         window: odd number of frames of the centred box (truncated and renormalised at the ends); for
             ``"ema"``, the causal exponential filter with the same mean delay for a step, alpha = 2 / (window + 1).
+        guide: (T,) exposure of each input frame in EV (centred mode): where it steps by more than ``cut`` EV
+            (a real change of lighting, :func:`lighting_steps`), no window reaches across the step; hunting of
+            a fraction of ``cut`` is still averaged over the whole window.
     Returns:
         (T, ...) float32; ``window=1`` returns ``x`` unchanged.
     """
@@ -67,11 +82,46 @@ def smooth_over_time(x: Tensor, window: int, *, mode: Literal["centred", "ema"] 
     if window % 2 == 0:
         raise ValueError(f"a centred window needs an odd number of frames, got {window}; use {window + 1}")
     r, base = window // 2, flat[:1]
+    if guide is not None:
+        return (base + _edge_aware_mean(flat - base, r, guide.float().cpu(), cut)).reshape(x.shape)
     kernel = torch.ones(1, 1, window, dtype=flat.dtype)
     # Averaging differences from frame 0 keeps a constant series exactly constant (no rounding at the ends).
     sums = F.conv1d(F.pad((flat - base).T[:, None], (r, r)), kernel)[:, 0].T  # (T, F): zeros beyond the ends
     counts = F.conv1d(F.pad(torch.ones(1, 1, flat.shape[0]), (r, r)), kernel)[0, 0]  # (T,)
     return (base + sums / counts[:, None]).reshape(x.shape)
+
+
+def lighting_steps(guide: Tensor, r: int, cut: float) -> Tensor:
+    """(T,) guide -> (T,) bool, True at frame k when a change of lighting falls between frames k-1 and k: the
+    means of the ``r`` frames before and the ``r`` frames from k on differ by more than ``cut``, and by more
+    there than at the neighbouring boundaries (one boundary per step). Hunting of a fraction of ``cut``
+    averages out within each side."""
+    t_count, r = guide.shape[0], max(r, 1)
+    sums = F.pad(guide.double().cumsum(0), (1, 0))  # sums[i] = guide[:i].sum()
+    k = torch.arange(1, t_count)
+    lo, hi = (k - r).clamp_min(0), (k + r).clamp_max(t_count)
+    jump = ((sums[hi] - sums[k]) / (hi - k) - (sums[k] - sums[lo]) / (k - lo)).abs()  # (T-1,) at boundaries 1..T-1
+    padded = F.pad(jump, (1, 1))
+    peak = (jump >= padded[:-2]) & (jump >= padded[2:])
+    return F.pad((jump > cut) & peak, (1, 0))  # frame 0 starts no step
+
+
+def _edge_aware_mean(flat: Tensor, r: int, guide: Tensor, cut: float) -> Tensor:
+    """(T, F) -> (T, F): per frame, the mean over the centred window t-r..t+r cut at the ends of the clip and
+    at every change of lighting (:func:`lighting_steps`): a frame averages only frames of its own lighting."""
+    t_count = flat.shape[0]
+    segment = lighting_steps(guide, r, cut).cumsum(0)  # (T,) which stretch of constant lighting
+    at = torch.arange(t_count)[:, None] + torch.arange(-r, r + 1)[None]  # (T, window) frame indices
+    inside = (at >= 0) & (at < t_count)
+    at = at.clamp(0, t_count - 1)
+    weights = (inside & (segment[at] == segment[:, None])).float()  # (T, window)
+    return (weights[..., None] * flat.cpu()[at]).sum(dim=1).to(flat.device) / weights.sum(dim=1, keepdim=True)
+
+
+def exposure_ev(images: Tensor) -> Tensor:
+    """(B, C, H, W) in [0, 1] -> (B,) log2 of the mean luma x 2.2: about the frame's exposure in EV
+    (sRGB-encoded values grow as about the 1/2.2 power of light), for :func:`smooth_over_time`'s guide."""
+    return 2.2 * torch.log2(luma_mean(images).clamp_min(1e-4))
 
 
 def luma_mean(images: Tensor) -> Tensor:
@@ -107,6 +157,7 @@ class SequencePlan:
 
     priors: Priors  # T sets, smoothed over time
     gains: Tensor  # (T,) float32, 1 where nothing is stabilised
+    attention: list[Tensor] | None = None  # tiled frames: per MDTA block (T, heads, C/h, C/h), smoothed
 
 
 def check_frames(frames: Sequence[Tensor]) -> tuple[int, int, int]:
@@ -132,38 +183,50 @@ def _frame(frames: Sequence[Tensor], t: int, shape: tuple[int, int, int]) -> Ten
 
 def plan_sequence(model: RestoreX, frames: Sequence[Tensor], *, window: int, seed: int | None = 0,
                   steps: int | None = None, stabilize: bool = True, smoothing: Literal["centred", "ema"] = "centred",
-                  interrupt: Interrupt | None = None) -> SequencePlan:
-    """The first pass: priors of every frame (same FFEDM noise), smoothed; brightness gains. See the module."""
+                  cut_ev: float | None = CUT_EV, tile: int | None = None, interrupt: Interrupt | None = None,
+                  ) -> SequencePlan:
+    """The first pass: priors of every frame (same FFEDM noise), smoothed; brightness gains; for frames that
+    ``tile`` splits, the attention maps of each frame's guide pass, smoothed the same way. See the module."""
     shape = check_frames(frames)
     if window < 1 or (window % 2 == 0 and smoothing == "centred"):
         raise ValueError(f"window must be an odd number of frames >= 1, got {window}")
-    per_frame = []
+    per_frame, exposure = [], torch.empty(len(frames))
     for t in range(len(frames)):
         if interrupt is not None:
             interrupt()
         x = _frame(frames, t, shape).to(model.device)
         per_frame.append(model.enhance_priors(model.extract_priors(x, source="input"), steps=steps, seed=seed))
+        exposure[t] = exposure_ev(_thumbnail(x)).cpu()
     priors = Priors.cat(per_frame)
     if window == 1:
         return SequencePlan(priors, torch.ones(len(frames)))
-    stacked = smooth_over_time(priors.stacked(), window, mode=smoothing)  # (T, N, D)
+    guide = exposure if (cut_ev and smoothing == "centred") else None
+    kw = {"mode": smoothing, "guide": guide, "cut": cut_ev or 1.0}
+    stacked = smooth_over_time(priors.stacked(), window, **kw)  # (T, N, D)
     priors = Priors(tuple(stacked.unbind(dim=1)), priors.blocks, priors.source, priors.enhanced)
-    gains = torch.ones(len(frames))
-    if stabilize:
-        levels = torch.empty(len(frames))
+    gains, attention = torch.ones(len(frames)), None
+    tiled = tile is not None and max(shape[1:]) > tile  # as RestoreX.restore decides (tile already resolved)
+    if stabilize or tiled:
+        levels, maps = torch.empty(len(frames)), []
         for t in range(len(frames)):
             if interrupt is not None:
                 interrupt()
-            thumb = _thumbnail(_frame(frames, t, shape).to(model.device))
-            levels[t] = luma_mean(model.restore(thumb, priors[t])).cpu()
-        levels = levels.clamp_min(1e-3)
-        gains = (smooth_over_time(levels, window, mode=smoothing) / levels).clamp(1 / MAX_GAIN, MAX_GAIN)
-    return SequencePlan(priors, gains)
+            x = _frame(frames, t, shape).to(model.device)
+            if stabilize:
+                levels[t] = luma_mean(model.restore(_thumbnail(x), priors[t])).cpu()
+            if tiled:  # the guide pass the second pass would run, done once here and kept (a few kB)
+                maps.append([a.cpu() for a in model.attention_maps(x, priors[t], interrupt=interrupt)])
+        if stabilize:
+            levels = levels.clamp_min(1e-3)
+            gains = (smooth_over_time(levels, window, **kw) / levels).clamp(1 / MAX_GAIN, MAX_GAIN)
+        if tiled:
+            attention = [smooth_over_time(torch.cat(block), window, **kw) for block in zip(*maps, strict=True)]
+    return SequencePlan(priors, gains, attention)
 
 
 def iter_corrected(model: RestoreX, frames: Sequence[Tensor], *, window: int = 9, seed: int | None = 0,
                    steps: int | None = None, stabilize: bool = True, smoothing: Literal["centred", "ema"] = "centred",
-                   tile: int | None = None, overlap: int = 32,
+                   cut_ev: float | None = CUT_EV, tile: int | Literal["auto"] | None = None, overlap: int = 32,
                    batch: int = 1, progress: Progress | None = None,
                    interrupt: Interrupt | None = None) -> Iterator[tuple[int, Tensor]]:
     """Yield ``(t, corrected)`` for every frame in order, ``corrected`` (1, C, H, W) on the frame's device and dtype.
@@ -174,6 +237,10 @@ def iter_corrected(model: RestoreX, frames: Sequence[Tensor], *, window: int = 9
         window: odd number of frames the priors and the brightness are smoothed over; 1 = per frame.
         smoothing: "centred" (the default: a box of ``window`` frames around each) or "ema" (causal, for
             comparison; benchmarks/RESULTS.md).
+        cut_ev: a sustained change of input exposure of more than this many EV is a change of lighting,
+            not hunting: the centred window does not average across it (``None``: a plain box).
+        tile: as :meth:`RestoreX.restore`'s; "auto" is planned once for the clip's frame size. Tiled frames
+            share their smoothed guide attention maps (module docstring, 4).
         batch: frames per Restormer pass in the second pass (memory grows with it; 1 keeps ``window=1``
             bit-exact with :meth:`RestoreX.correct`).
         progress: called as (done, T) after every frame of the second pass.
@@ -181,16 +248,24 @@ def iter_corrected(model: RestoreX, frames: Sequence[Tensor], *, window: int = 9
     """
     if batch < 1:
         raise ValueError(f"batch must be at least 1 frame, got {batch}")
+    shape = check_frames(frames)
+    if tile == "auto":  # one plan for the whole clip (every frame has the frame's size), as restore would make it
+        from .memory import default_budget, plan_tiles
+        from .model import BORDER
+
+        tile = plan_tiles(model.config.restormer, model.dtype, height=shape[1] + 2 * BORDER,
+                          width=shape[2] + 2 * BORDER, batch=batch, budget=default_budget(model.device)).tile
     plan = plan_sequence(model, frames, window=window, seed=seed, steps=steps, stabilize=stabilize,
-                         smoothing=smoothing, interrupt=interrupt)
-    shape, total = check_frames(frames), len(frames)
+                         smoothing=smoothing, cut_ev=cut_ev, tile=tile, interrupt=interrupt)
+    total = len(frames)
     for start in range(0, total, batch):
         if interrupt is not None:
             interrupt()
         stop = min(start + batch, total)
         chunk = [_frame(frames, t, shape) for t in range(start, stop)]
         x = chunk[0] if len(chunk) == 1 else torch.cat(chunk)  # cat would change a channels-last frame's layout
-        out = model.restore(x.to(model.device), plan.priors[start:stop], tile=tile, overlap=overlap)
+        maps = None if plan.attention is None else [a[start:stop].to(model.device) for a in plan.attention]
+        out = model.restore(x.to(model.device), plan.priors[start:stop], tile=tile, overlap=overlap, attention=maps)
         for i, t in enumerate(range(start, stop)):
             yield t, apply_gain(out[i : i + 1], float(plan.gains[t])).to(x.device, x.dtype)
         if progress is not None:

@@ -19,6 +19,7 @@ from restorex_cli import cli, imageio
 from restorex_cli.imageio import read_image, write_image
 from restorex_core import RestoreX, RestoreXConfig, load_checkpoint, save_checkpoint
 from restorex_core.errors import CheckpointError, MissingWeightsError
+from restorex_core.precision import auto_dtype
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,7 +65,7 @@ def test_correct_a_folder_keeps_names_depths_formats_and_alpha(tmp_path, capsys,
                        "--device", "cpu")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(specs)  # no notes.txt, no sub/
-    model = load_checkpoint(checkpoint)
+    model = load_checkpoint(checkpoint, dtype=auto_dtype("cpu"))
     for name, (depth, channels) in specs.items():
         source, result = read_image(tmp_path / "in" / name), read_image(tmp_path / "out" / name)
         assert (result.format, result.bit_depth) == (source.format, depth)
@@ -288,7 +289,7 @@ def test_gray_alpha_comes_back_gray_alpha(tmp_path, capsys, checkpoint):
     assert np.array_equal(out[..., 1], pixels[..., 1])  # alpha untouched
     gray = torch.from_numpy(pixels[..., 0].astype(np.float32) / 255)[None, None]
     with torch.inference_mode():
-        expected = load_checkpoint(checkpoint).correct(gray, seed=0)
+        expected = load_checkpoint(checkpoint, dtype=auto_dtype("cpu")).correct(gray, seed=0)
     assert np.array_equal(out[..., 0], np.rint(expected[0, 0].numpy() * 255).astype(np.uint8))
 
 
@@ -352,7 +353,7 @@ def test_max_memory_tiles_one_photo_and_the_bar_moves_per_tile(tmp_path, capsys,
     image = torch.rand(1, 3, 300, 340, generator=torch.Generator().manual_seed(5))  # ~124 MB untiled: over 64M
     write_image(tmp_path / "in.png", image, bit_depth=16)
     code, _, err = run(capsys, "correct", tmp_path / "in.png", "--out", tmp_path / "out", "--weights", checkpoint,
-                       "--max-memory", "64M")  # the default --tile auto plans for it
+                       "--max-memory", "64M", "--dtype", "fp32")  # the default --tile auto plans for it
     assert code == 0, err
     model = load_checkpoint(checkpoint)
     with torch.inference_mode():

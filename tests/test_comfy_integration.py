@@ -27,6 +27,7 @@ import torch
 from PIL import Image, ImageSequence
 
 from restorex_core import RestoreX, RestoreXConfig, load_checkpoint, save_checkpoint
+from restorex_core.precision import auto_dtype  # what the workflows' dtype "auto" loads on ComfyUI's CPU
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +98,8 @@ def server(tmp_path_factory):
     try:
         pack_warnings = [line for line in started.stdout.splitlines() if "WARN" in line and ROOT.name in line]
         assert not pack_warnings, "\n".join(pack_warnings + [log.read_text()[-3000:]])
-        yield Server(f"http://127.0.0.1:{port}", base, log, load_checkpoint(base / "models" / "restorex" / CHECKPOINT))
+        model = load_checkpoint(base / "models" / "restorex" / CHECKPOINT, dtype=auto_dtype("cpu"))
+        yield Server(f"http://127.0.0.1:{port}", base, log, model)
     finally:
         subprocess.run(run + ["stop", "--port", str(port)], env=env, capture_output=True, timeout=60)
 

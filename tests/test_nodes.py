@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from restorex_core import CheckpointError, ClipVision, MissingWeightsError, RestoreX, RestoreXConfig, save_checkpoint
+from restorex_core.precision import auto_dtype
 from restorex_core.tiling import tile_starts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,7 +166,7 @@ def tiny(comfy):
 
 @pytest.fixture
 def loaded(pack, tiny):
-    return node(pack, "LoadRestoreXModel").load("tiny.safetensors", "(from checkpoint)", "auto", "auto")[0]
+    return node(pack, "LoadRestoreXModel").load("tiny.safetensors", "(from checkpoint)", "auto", "fp32")[0]
 
 
 def image(b=1, h=40, w=48, c=3):
@@ -279,10 +280,12 @@ def test_loader_errors_name_the_folders_searched(pack, comfy):
 
 def test_loader_loads_once_and_keeps_the_model_under_model_management(pack, tiny, comfy):
     loader = node(pack, "LoadRestoreXModel")
-    first = loader.load("tiny.safetensors", "(from checkpoint)", "auto", "auto")[0]
-    again = node(pack, "LoadRestoreXModel").load("tiny.safetensors", "(from checkpoint)", "auto", "auto")[0]
+    first = loader.load("tiny.safetensors", "(from checkpoint)", "auto", "fp32")[0]
+    again = node(pack, "LoadRestoreXModel").load("tiny.safetensors", "(from checkpoint)", "auto", "fp32")[0]
     half = loader.load("tiny.safetensors", "(from checkpoint)", "cpu", "bf16")[0]
     assert again is first and half is not first and half.dtype == torch.bfloat16
+    auto = loader.load("tiny.safetensors", "(from checkpoint)", "cpu", "auto")[0]
+    assert auto.dtype == auto_dtype("cpu") and auto is (half if auto.dtype == torch.bfloat16 else first)
     assert first.patcher.model.restorex is first.model and first.patcher.load_device == torch.device("cpu")
     weights = zip(first.model.state_dict().values(), tiny.state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for a, b in weights)
@@ -290,10 +293,10 @@ def test_loader_loads_once_and_keeps_the_model_under_model_management(pack, tiny
     correct(pack, first, image())
     patchers, memory, full = comfy.loads[0]
     assert patchers == [first.patcher] and memory > 0 and full  # loaded (and memory freed) before running
-    before = type(loader).IS_CHANGED("tiny.safetensors", "(from checkpoint)", "auto", "auto")
+    before = type(loader).IS_CHANGED("tiny.safetensors", "(from checkpoint)", "auto", "fp32")
     os.utime(comfy.models / "restorex" / "tiny.safetensors", ns=(1, 1))  # a changed file is loaded again
-    assert type(loader).IS_CHANGED("tiny.safetensors", "(from checkpoint)", "auto", "auto") != before
-    assert loader.load("tiny.safetensors", "(from checkpoint)", "auto", "auto")[0] is not first
+    assert type(loader).IS_CHANGED("tiny.safetensors", "(from checkpoint)", "auto", "fp32") != before
+    assert loader.load("tiny.safetensors", "(from checkpoint)", "auto", "fp32")[0] is not first
 
 
 def test_loader_with_a_separate_clip_file(pack, comfy):
@@ -309,7 +312,7 @@ def test_loader_with_a_separate_clip_file(pack, comfy):
         loader.load("frozen.safetensors", "(from checkpoint)", "auto", "auto")
     assert str(comfy.models / "clip_vision") in str(info.value)
     assert "tiny_clip.safetensors" in type(loader).INPUT_TYPES()["required"]["clip_name"][0]
-    managed = loader.load("frozen.safetensors", "tiny_clip.safetensors", "auto", "auto")[0]
+    managed = loader.load("frozen.safetensors", "tiny_clip.safetensors", "auto", "fp32")[0]
     img = image()
     torch.testing.assert_close(correct(pack, managed, img, seed=5), reference_correct(model, img, seed=5))
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from restorex_core import ImageInputError
-from restorex_core.sequence import iter_corrected, luma_mean, smooth_over_time
+from restorex_core.sequence import apply_gain, iter_corrected, luma_mean, plan_sequence, smooth_over_time
 
 
 def clip(t=6, c=3, h=24, w=40):
@@ -111,6 +111,58 @@ def test_centred_window_follows_a_step_within_half_a_window():
     ema = smooth_over_time(x, 5, mode="ema")[:, 0]
     assert float(ema[12]) < 0.95  # the causal filter is still catching up where the centred one has arrived
     assert torch.equal(smooth_over_time(x, 1), x)
+
+
+def test_edge_aware_window_keeps_a_lighting_step_and_still_smooths_hunting():
+    ev = torch.cat([torch.zeros(10), torch.full((10,), 2.0)])  # a +2 EV change of light at frame 10
+    hunt = 0.3 * torch.sin(torch.arange(20) * 2.1)
+    x = (ev + hunt)[:, None]
+    box = smooth_over_time(x, 5)[:, 0]
+    cut = smooth_over_time(x, 5, guide=ev + hunt, cut=1.5)[:, 0]
+    assert (box[9] - x[9, 0]).abs() > 0.3 and (box[10] - x[10, 0]).abs() > 0.3  # the box ramps across the step
+    assert (cut[8:12] - ev[8:12]).abs().max() < 0.25  # the edge-aware window stays on its side of it
+    away = torch.cat([torch.arange(2, 8), torch.arange(12, 18)])
+    assert (cut - ev)[away].std() < 0.6 * hunt[away].std()  # and still averages the hunting away
+    flat = torch.full((20, 3), 0.25)
+    assert torch.equal(smooth_over_time(flat, 5, guide=ev + hunt), flat)  # a constant series stays exact
+
+
+def test_a_step_in_the_clip_is_followed_at_once(tiny_model):
+    torch.manual_seed(2)
+    base = torch.rand(1, 3, 32, 32) * 0.2 + 0.05
+    gains = torch.cat([torch.ones(6), torch.full((6,), 3.0)])  # the light comes on at frame 6
+    x = (base * gains.view(-1, 1, 1, 1)).clamp(0, 1)
+    with torch.inference_mode():
+        per = luma_mean(tiny_model.correct_sequence(x, window=5, cut_ev=None))
+        seq = luma_mean(tiny_model.correct_sequence(x, window=5))
+        own = luma_mean(tiny_model.correct_sequence(x, window=1))
+    assert (seq - own).abs().max() < 0.25 * (own[6] - own[5]).abs()  # both sides of the step keep their own level
+    assert (per - own).abs().max() > 0.25 * (own[6] - own[5]).abs()  # where a plain box would blur it
+
+
+def test_tiled_frames_share_attention_maps_smoothed_over_time(tiny_model):
+    torch.manual_seed(3)
+    base = torch.rand(1, 3, 40, 56) * 0.5 + 0.1
+    gains = 1 + 0.3 * torch.sin(torch.arange(7) * 2.1)
+    # fresh sensor noise per frame (a pure gain would not move the maps: LayerNorm and cosines ignore scale)
+    x = (base * gains.view(-1, 1, 1, 1) + 0.1 * torch.randn(7, 3, 40, 56)).clamp(0, 1)
+    with torch.inference_mode():
+        plan = plan_sequence(tiny_model, x, window=5, tile=32)
+        own = [tiny_model.attention_maps(x[t : t + 1], plan.priors[t]) for t in range(len(x))]
+        seq = tiny_model.correct_sequence(x, window=5, tile=32, overlap=8)
+        for t in (0, 3):  # the second pass restores with the smoothed maps, not the frame's own
+            maps = [a[t : t + 1] for a in plan.attention]
+            want = apply_gain(tiny_model.restore(x[t : t + 1], plan.priors[t], tile=32, overlap=8, attention=maps),
+                              float(plan.gains[t]))
+            mine = apply_gain(tiny_model.restore(x[t : t + 1], plan.priors[t], tile=32, overlap=8),
+                              float(plan.gains[t]))
+            assert torch.equal(seq[t : t + 1], want) and not torch.equal(want, mine)
+    assert len(plan.attention) == len(own[0]) and plan.attention[0].shape[0] == len(x)
+    for k, smoothed in enumerate(plan.attention):  # the maps move less from frame to frame than each frame's own
+        raw = torch.cat([maps[k] for maps in own])
+        assert (smoothed[1:] - smoothed[:-1]).abs().mean() < (raw[1:] - raw[:-1]).abs().mean()
+    assert plan_sequence(tiny_model, x, window=5, tile=None).attention is None  # untiled: nothing to share
+    assert plan_sequence(tiny_model, x, window=5, tile=64).attention is None  # a frame within one tile
 
 
 @pytest.mark.parametrize(("kwargs", "error", "match"), [

@@ -172,6 +172,34 @@ def test_stage2_copies_pem_s1_and_freezes_the_teacher(tmp_path):
     assert set(warm) == {"prior", "loss"}
 
 
+def test_stage2_init_all_fine_tunes_every_weight_of_a_finished_model(tmp_path):
+    finished = RestoreX(RestoreXConfig.tiny())
+    with torch.no_grad():
+        for p in (*finished.pem_input.parameters(), *finished.ffedm.parameters()):
+            p.add_(torch.randn_like(p))
+    init = save_checkpoint(finished, tmp_path / "v2.safetensors")
+    model, trained = build_model(tiny_config(tmp_path, stage=2, init=init.as_posix(),
+                                             overrides=("--train.init_all=true",)))
+    assert set(trained) == {"pem_input", "ffedm", "restormer"}
+    for name, p in model.state_dict().items():  # nothing re-initialised or copied: PEM-S2 and FFEDM kept
+        assert torch.equal(p, finished.state_dict()[name]), name
+    fresh, _ = build_model(tiny_config(tmp_path, stage=2, init=init.as_posix(), name="fresh"))
+    first = next(iter(finished.pem_input.state_dict()))  # the default set-up copies PEM-S1 over PEM-S2 instead
+    assert not torch.equal(fresh.pem_input.state_dict()[first], finished.pem_input.state_dict()[first])
+
+
+def test_cast_loss_measures_a_tint_and_pulls_it_out():
+    from training.losses import cast_loss
+
+    target = torch.rand(2, 3, 16, 16)
+    assert float(cast_loss(target, target)) == 0.0
+    warm = (target * torch.tensor([1.1, 1.0, 0.85]).view(1, 3, 1, 1)).requires_grad_(True)
+    loss = cast_loss(warm, target)
+    assert float(loss.detach()) > 0.01
+    loss.backward()
+    assert warm.grad[:, 2].mean() < 0 < warm.grad[:, 0].mean()  # descent adds blue and takes red away
+
+
 def test_eps_objective_trains_the_denoisers_with_the_core_scheduler():
     model = RestoreX(RestoreXConfig.tiny().replace(ffedm={"objective": "eps"}))
     model.requires_grad_(False)

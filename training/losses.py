@@ -82,6 +82,14 @@ def colour_loss(output: Tensor, target: Tensor) -> Tensor:
     return local + sat
 
 
+def cast_loss(output: Tensor, target: Tensor) -> Tensor:
+    """Colour-cast term: L1 between each image's mean opponent chroma (its white balance) in output and
+    target.  ``colour_loss`` spreads a global tint over every local cell, where it competes with the
+    content; this names it once per image (the warm veil the v2 default left on darkened, clipped skies)."""
+    co, ct = (opponent_chroma(t).mean(dim=(2, 3)) for t in (output, target))
+    return F.l1_loss(co, ct)
+
+
 def prior_loss(enhanced: Priors, teacher: Priors) -> Tensor:
     """Eq. 8: mean over priors and elements of ``|P'_i - P_gt_i|``; the teacher is detached."""
     return F.l1_loss(enhanced.stacked().float(), teacher.stacked().detach().float())
@@ -139,6 +147,7 @@ class LossWeights:
     sap: float = 1.0  # L_SAP
     ssim: float = 0.0  # 1 - SSIM on the output (not in the paper; the default recipe's answer to flat outputs)
     colour: float = 0.0  # colour_loss (not in the paper; against desaturated outputs)
+    cast: float = 0.0  # cast_loss (not in the paper; against a global colour cast)
     eps: float = 1.0  # eq. 6 term, ffedm.objective = "epsilon" only
     sap_tokens: SapTokens = "prior"
     sap_encoder_grad: bool = False  # let L_SAP train a trainable encoder too (risks feature collapse)
@@ -184,6 +193,8 @@ class Objective(nn.Module):
                 terms["ssim"] = ssim_loss(out, gt)
             if w.colour > 0:
                 terms["colour"] = colour_loss(out, gt)
+            if w.cast > 0:
+                terms["cast"] = cast_loss(out, gt)
             if w.sap > 0:
                 terms["sap"] = sap_loss(m.clip, out, gt, token=m.config.pem.token, tokens=w.sap_tokens,
                                         encoder_grad=w.sap_encoder_grad)

@@ -74,7 +74,8 @@ def build_model(cfg: TrainConfig, *, fresh: bool = True) -> tuple[RestoreX, tupl
     """The model of ``cfg`` set up for its stage, and the names of the submodules it trains.
 
     Stage 2 starting fresh loads ``train.init_from`` (everything but FFEDM and PEM-S2) and copies PEM-S1
-    into PEM-S2; CLIP and PEM-S1 are frozen (the teacher).  Stage 1 trains the encoder too when
+    into PEM-S2, or, with ``train.init_all``, every weight of a finished model (fine-tuning it); CLIP and
+    PEM-S1 are frozen (the teacher).  Stage 1 trains the encoder too when
     ``clip.trainable``.  ``restormer.prior_dim = 0`` (no priors) trains the Restormer alone.
     """
     mcfg = model_config(cfg.model)
@@ -98,12 +99,17 @@ def build_model(cfg: TrainConfig, *, fresh: bool = True) -> tuple[RestoreX, tupl
         if diff:
             raise ValueError(f"{path} was trained with a different model ({', '.join(diff)} differ): give stage 2 "
                              "the [model] section of its stage-1 config")
-        sd = {k: v for k, v in load_file(path).items() if not k.startswith(("ffedm.", "pem_input."))}
+        sd = load_file(path)
+        if not cfg.train.init_all:
+            sd = {k: v for k, v in sd.items() if not k.startswith(("ffedm.", "pem_input."))}
         missing, unexpected = model.load_state_dict(sd, strict=False)
-        bad = [k for k in missing if not k.startswith(("ffedm.", "pem_input.", "clip."))] + unexpected
+        fresh_parts = ("clip.",) if cfg.train.init_all else ("ffedm.", "pem_input.", "clip.")
+        bad = [k for k in missing if not k.startswith(fresh_parts)] + unexpected
         if bad or (mcfg.clip.trainable and any(k.startswith("clip.") for k in missing)):
-            raise ValueError(f"{path} does not hold the stage-1 weights this model needs ({bad[:4] or 'clip'})")
-        model.pem_input.load_state_dict(model.pem_reference.state_dict())
+            wanted = "finished-model" if cfg.train.init_all else "stage-1"
+            raise ValueError(f"{path} does not hold the {wanted} weights this model needs ({bad[:4] or 'clip'})")
+        if not cfg.train.init_all:
+            model.pem_input.load_state_dict(model.pem_reference.state_dict())
     if mcfg.restormer.prior_dim == 0:
         trained: tuple[str, ...] = ("restormer",)
     else:
@@ -201,7 +207,7 @@ def validate(model: RestoreX, val: Dataset, stage: int, autocast: Any) -> tuple[
 class RunLog:
     """``log.csv`` (rewound to the resumed step) and TensorBoard scalars when tensorboard is installed."""
 
-    FIELDS = ("step", "lr", "loss", "l1", "ssim", "colour", "prior", "sap", "eps", "grad_norm", "sec_per_it",
+    FIELDS = ("step", "lr", "loss", "l1", "ssim", "colour", "cast", "prior", "sap", "eps", "grad_norm", "sec_per_it",
               "val_psnr", "val_ssim")
 
     def __init__(self, out: Path, start: int) -> None:

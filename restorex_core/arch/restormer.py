@@ -117,27 +117,39 @@ class TransposedAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
         # Pixels-major (B, HW, 3C): a free view of a channels_last tensor, the layout the CPU convolutions
-        # run fastest in; per head (B, h, HW, C/h) views, so no full-size tensor is copied or normalised.
-        heads, ch = self.heads, c // self.heads
-        qkv = self.qkv_dwconv(self.qkv(x)).permute(0, 2, 3, 1).reshape(b, h * w, 3 * c)
-        v = qkv[:, :, 2 * c :].reshape(b, h * w, heads, ch).transpose(1, 2)  # (B, h, HW, C/h), a view
+        # run fastest in; nothing full-size is copied, normalised or multiplied outside a convolution.
+        heads = self.heads
+        qkv = self.qkv_dwconv(self.qkv(x))
         if self.shared_mode == "replay" and self.shared_attn is not None:
-            attn = self.shared_attn.to(v.dtype)
+            attn = self.shared_attn
         else:
-            # One Gram matrix of all q and k channels gives both the dot products and the squared norms:
-            # cos(q_i, k_j) = q_i . k_j / (max(|q_i|, eps) max(|k_j|, eps)), as F.normalize on q and k would,
-            # without normalised full-size copies of q and k (one read instead of three).
-            qk = qkv[:, :, : 2 * c]  # (B, HW, 2C)
-            gram = (qk.transpose(1, 2) @ qk).float()  # (B, 2C, 2C)
-            norm = gram.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt().clamp_min(1e-12)  # (B, 2C)
-            cos = gram[:, :c, c:] / (norm[:, :c, None] * norm[:, None, c:])  # (B, C, C)
-            cos = cos.reshape(b, heads, ch, heads, ch).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2)  # (B, h, C/h, C/h)
-            attn = (cos * self.temperature.float()).softmax(dim=-1).to(v.dtype)
+            attn = self._attention(qkv.permute(0, 2, 3, 1).reshape(b, h * w, 3 * c)[:, :, : 2 * c], c)
             if self.shared_mode == "record":
                 self.shared_attn = attn
-        out = v @ attn.transpose(-2, -1)  # (B, h, HW, C/h)
-        out = out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)  # (B, C, H, W), channels_last strides
-        return self.project_out(out)
+        # out = project_out(per head: v @ attn^T) is one linear map over channels per pixel: fold the
+        # attention (block-diagonal over heads) into project_out's weight and run one 1x1 convolution on v,
+        # instead of a full-size matmul, its copies, then the convolution.
+        eye = torch.eye(heads, device=attn.device, dtype=attn.dtype)
+        mix = torch.einsum("bhij,hg->bhigj", attn, eye).reshape(-1, c, c)  # (B, C, C) block-diagonal
+        weight = (self.project_out.weight.float().reshape(c, c) @ mix).to(qkv.dtype)[..., None, None]
+        v = qkv[:, 2 * c :]
+        bias = self.project_out.bias
+        outs = [F.conv2d(v[i : i + 1], weight[i if weight.shape[0] > 1 else 0], bias) for i in range(b)]
+        return outs[0] if b == 1 else torch.cat(outs)
+
+    def _attention(self, qk: Tensor, c: int) -> Tensor:
+        """(B, HW, 2C) q and k -> (B, heads, C/h, C/h) softmax(temperature * cos(q_i, k_j)), fp32.
+
+        One Gram matrix of all q and k channels gives both the dot products and the squared norms:
+        cos(q_i, k_j) = q_i . k_j / (max(|q_i|, eps) max(|k_j|, eps)), as F.normalize on q and k would,
+        without normalised full-size copies of q and k (one read instead of three).  A 2-D mm per image:
+        the batched matmul of a strided view copies it first in bf16 (10x slower on CPU)."""
+        b, heads, ch = qk.shape[0], self.heads, c // self.heads
+        gram = torch.stack([(qk[i].transpose(0, 1) @ qk[i]).float() for i in range(b)])  # (B, 2C, 2C)
+        norm = gram.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt().clamp_min(1e-12)  # (B, 2C)
+        cos = gram[:, :c, c:] / (norm[:, :c, None] * norm[:, None, c:])  # (B, C, C)
+        cos = cos.reshape(b, heads, ch, heads, ch).diagonal(dim1=1, dim2=3).permute(0, 3, 1, 2)  # (B, h, C/h, C/h)
+        return (cos * self.temperature.float()).softmax(dim=-1)
 
 
 class GatedFeedForward(nn.Module):
@@ -253,17 +265,39 @@ class PriorRestormer(nn.Module):
         context each block reuses the (C/h x C/h) maps recorded on ``guide`` (the whole image, downscaled to
         bound memory, multiple of 8): tiles then share the image's global statistics as they share its priors.
         """
-        attns = [m for m in self.modules() if isinstance(m, TransposedAttention)]
+        with self.replay_attention(self.record_attention(guide, priors, interrupt=interrupt)):
+            yield
+
+    def record_attention(self, guide: Tensor, priors: list[Tensor] | None = None, *,
+                         interrupt: Callable[[], None] | None = None) -> list[Tensor]:
+        """The attention maps of every MDTA (forward order) in a pass over ``guide``: (B, heads, C/h, C/h) fp32
+        each, a few kB per image, which a clip can keep per frame and smooth over time."""
+        attns = self._attention_modules()
         try:
             for m in attns:
                 m.shared_mode, m.shared_attn = "record", None
             self(guide, priors, interrupt=interrupt)
+            return [m.shared_attn for m in attns]
+        finally:
             for m in attns:
-                m.shared_mode = "replay"
+                m.shared_mode, m.shared_attn = "off", None
+
+    @contextmanager
+    def replay_attention(self, maps: list[Tensor]) -> Iterator[None]:
+        """Run every MDTA with the given maps (from :meth:`record_attention`, possibly smoothed)."""
+        attns = self._attention_modules()
+        if len(maps) != len(attns):
+            raise ValueError(f"{len(maps)} attention maps for {len(attns)} attention blocks")
+        try:
+            for m, a in zip(attns, maps, strict=True):
+                m.shared_mode, m.shared_attn = "replay", a
             yield
         finally:
             for m in attns:
                 m.shared_mode, m.shared_attn = "off", None
+
+    def _attention_modules(self) -> list[TransposedAttention]:
+        return [m for m in self.modules() if isinstance(m, TransposedAttention)]
 
     def forward(self, x: Tensor, priors: list[Tensor] | None = None, *,
                 interrupt: Callable[[], None] | None = None) -> Tensor:
