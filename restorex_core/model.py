@@ -19,7 +19,7 @@ from .arch.restormer import PriorRestormer
 from .config import RestoreXConfig
 from .errors import ClipWeightsError
 from .images import check_images, pad_border, pad_to_multiple, split_channels
-from .memory import GUIDE_SIZE, MIN_TILE, default_budget, is_out_of_memory, plan_tiles
+from .memory import GUIDE_SIZE, MIN_TILE, TilePlan, default_budget, is_out_of_memory, plan_tiles
 from .pipeline import sample_priors
 from .priors import Priors
 from .scheduler import DDPMScheduler
@@ -199,9 +199,7 @@ class RestoreX(nn.Module):
             out = self._restore_rgb(split.rgb, vectors, tile, overlap, guide_size, progress, interrupt, attention)
         else:
             b, _, h, w = split.rgb.shape
-            budget = max_memory if max_memory is not None else default_budget(self.device)
-            plan = plan_tiles(self.config.restormer, self.dtype, height=h + 2 * BORDER, width=w + 2 * BORDER,
-                              batch=b, budget=budget, guide_size=guide_size)
+            plan = self.tile_plan(b, h, w, max_memory=max_memory, guide_size=guide_size)
             chosen, guide, long_side = plan.tile, plan.guide_size, max(h, w) + 2 * BORDER
             while True:
                 try:
@@ -225,6 +223,19 @@ class RestoreX(nn.Module):
         out = out.to(images.device, images.dtype).clamp(0.0, 1.0)
         return split.merge(out)
 
+    def tile_plan(self, batch: int, height: int, width: int, *, max_memory: int | None = None,
+                  guide_size: int = GUIDE_SIZE) -> TilePlan:
+        """What ``restore(tile="auto")`` runs for images of this size: the tile (None: one pass) and guide that fit
+        in ``max_memory`` bytes (default: :func:`restorex_core.memory.default_budget` of the model's device)."""
+        budget = max_memory if max_memory is not None else default_budget(self.device)
+        return plan_tiles(self.config.restormer, self.dtype, height=height + 2 * BORDER, width=width + 2 * BORDER,
+                          batch=batch, budget=budget, guide_size=guide_size)
+
+    @property
+    def _layout(self) -> torch.memory_format:
+        """channels_last on CPUs, where the convolutions run fastest in it (2-3x); the MDTA reads it as is."""
+        return torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+
     def _guide(self, padded: Tensor, guide_size: int) -> Tensor:
         """The guide pass's input: the bordered, padded image downscaled to at most ``guide_size`` on its long side."""
         ph, pw = padded.shape[-2:]
@@ -232,8 +243,7 @@ class RestoreX(nn.Module):
         guide = padded if scale == 1.0 else F.interpolate(
             padded, size=(max(8, round(ph * scale)), max(8, round(pw * scale))), mode="bilinear", antialias=True)
         guide, _ = pad_to_multiple(guide.to(self.device, self.dtype), self.restormer.multiple_of)
-        layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
-        return guide.contiguous(memory_format=layout)
+        return guide.contiguous(memory_format=self._layout)
 
     def attention_maps(self, images: Tensor, priors: Priors, *, guide_size: int = GUIDE_SIZE,
                        interrupt: Interrupt | None = None) -> list[Tensor]:
@@ -250,8 +260,7 @@ class RestoreX(nn.Module):
                      progress: Progress | None, interrupt: Interrupt | None,
                      attention: list[Tensor] | None = None) -> Tensor:
         """(B, 3, H, W) -> the Restormer's (B, 3, H, W), unclamped, on the model's device."""
-        # channels_last: the layout the CPU convolutions run fastest in (2-3x); the MDTA reads it as is
-        layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        layout = self._layout
 
         def run(x: Tensor) -> Tensor:
             padded, (h, w) = pad_to_multiple(x.to(self.device, self.dtype), self.restormer.multiple_of)

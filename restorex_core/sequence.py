@@ -250,11 +250,7 @@ def iter_corrected(model: RestoreX, frames: Sequence[Tensor], *, window: int = 9
         raise ValueError(f"batch must be at least 1 frame, got {batch}")
     shape = check_frames(frames)
     if tile == "auto":  # one plan for the whole clip (every frame has the frame's size), as restore would make it
-        from .memory import default_budget, plan_tiles
-        from .model import BORDER
-
-        tile = plan_tiles(model.config.restormer, model.dtype, height=shape[1] + 2 * BORDER,
-                          width=shape[2] + 2 * BORDER, batch=batch, budget=default_budget(model.device)).tile
+        tile = model.tile_plan(batch, shape[1], shape[2]).tile
     plan = plan_sequence(model, frames, window=window, seed=seed, steps=steps, stabilize=stabilize,
                          smoothing=smoothing, cut_ev=cut_ev, tile=tile, interrupt=interrupt)
     total = len(frames)
