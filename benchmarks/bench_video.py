@@ -9,7 +9,9 @@ stack scenes, training/configs/default_stage1.toml `val_scenes`): a crop panned 
 re-exposed through the camera model of training/synthetic.py at a base EV with a hunting auto-exposure
 (+-``--hunt`` EV, a jittered sine of 6-14 frames' period) and fresh sensor noise every frame. The "step" clip
 adds a real lighting change of +1.5 EV half-way, in the ground truth as in the input (the scene gets brighter),
-which the correction must follow, not freeze.
+which the correction must follow, not freeze. The "drift" clip has no change of light but a camera whose
+exposure creeps up 1.5 EV over the clip (a slow auto-exposure, still hunting): the ground truth stays put, and
+no window may be cut there. Neither enters the mean of the hunting clips.
 
 Per clip and method: flicker = std over frames of (mean brightness of the frame - that of its GT frame), in
 /255; jitter = the same error's frame-to-frame part, std of its differences between consecutive frames /
@@ -51,6 +53,7 @@ class Clip:
     frames: torch.Tensor  # (T, 3, H, W) input
     gt: torch.Tensor  # (T, 3, H, W)
     step: int | None = None  # frame index of a lighting change
+    drift: bool = False  # the camera's exposure drifts (the ground truth does not)
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -66,7 +69,7 @@ def stack_gt(data: Path, scene: str) -> Path:
 
 
 def make_clip(name: str, photo: np.ndarray, *, frames: int, size: tuple[int, int], pan: int, base_ev: float,
-              hunt: float, seed: int, step_ev: float = 0.0) -> Clip:
+              hunt: float, seed: int, step_ev: float = 0.0, drift_ev: float = 0.0) -> Clip:
     rng = np.random.default_rng(seed)
     h, w = size
     ph, pw = photo.shape[:2]
@@ -87,11 +90,12 @@ def make_clip(name: str, photo: np.ndarray, *, frames: int, size: tuple[int, int
         crop = photo[y0 : y0 + h, x0 : x0 + w]
         light = step_ev if step is not None and t >= step else 0.0
         gt = render_exposure(crop, light) if light else crop
-        ev = base_ev + light + hunt * math.sin(2 * math.pi * t / period + phase) * rng.uniform(0.7, 1.0)
+        hunting = hunt * math.sin(2 * math.pi * t / period + phase) * rng.uniform(0.7, 1.0)
+        ev = base_ev + light + drift_ev * t / max(frames - 1, 1) + hunting
         noisy = render_exposure(crop, ev, rng, shot=10 ** rng.uniform(-3.3, -2.7), read=10 ** rng.uniform(-3, -2.5))
         ins.append(torch.from_numpy(noisy).permute(2, 0, 1))
         gts.append(torch.from_numpy(np.ascontiguousarray(gt)).permute(2, 0, 1))
-    return Clip(name, torch.stack(ins), torch.stack(gts), step)
+    return Clip(name, torch.stack(ins), torch.stack(gts), step, bool(drift_ev))
 
 
 def clips(args: argparse.Namespace) -> list[Clip]:
@@ -108,6 +112,9 @@ def clips(args: argparse.Namespace) -> list[Clip]:
     if args.step:
         out.append(make_clip(f"step +1.5 EV {PHOTOS[0]} -2 EV", load_rgb(data / "photos" / PHOTOS[0]), size=size,
                              base_ev=-2.0, seed=200, step_ev=1.5, **common))
+    if args.drift:
+        out.append(make_clip(f"drift -2.5 -> -1 EV {PHOTOS[2]}", load_rgb(data / "photos" / PHOTOS[2]), size=size,
+                             base_ev=-2.5, seed=300, drift_ev=1.5, **common))
     return out
 
 
@@ -163,6 +170,8 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=len(PHOTOS))
     parser.add_argument("--scenes", type=int, default=len(SCENES))
     parser.add_argument("--no-step", dest="step", action="store_false", help="leave out the lighting-step clip")
+    parser.add_argument("--no-drift", dest="drift", action="store_false",
+                        help="leave out the clip whose camera exposure drifts by +1.5 EV (a slow auto-exposure)")
     parser.add_argument("--only", nargs="+", metavar="TEXT", help="run only the clips whose name contains one of these")
     parser.add_argument("--windows", type=int, nargs="+", default=[9])
     parser.add_argument("--ema", action="store_true", help="also the causal exponential filter")
@@ -203,14 +212,15 @@ def main() -> None:
         base = scores(clip.frames, clip, 1)
         row = [clip.name, f"{base['flicker']:.2f}", f"{base['jitter']:.2f}", f"{base['psnr']:.2f}"]
         levels, secs = {}, {}
-        if clip.step is None:
+        hunting = clip.step is None and not clip.drift
+        if hunting:
             totals["input"].append((base["flicker"], base["jitter"], base["psnr"]))
         for name, kw in methods:
             out, seconds = run(model, clip.frames, **kw)
             s = scores(out, clip, kw["window"])
             levels[name], secs[name] = s["level"], seconds / len(clip.frames)
             row += [f"{s['flicker']:.2f}", f"{s['jitter']:.2f}", f"{s['psnr']:.2f}"]
-            if clip.step is None:
+            if hunting:
                 totals[name].append((s["flicker"], s["jitter"], s["psnr"]))
         row.append(f"{secs['per-frame']:.2f}, {secs[methods[1][0]]:.2f}" if len(methods) > 1 else "")
         print("| " + " | ".join(row) + " |", flush=True)
@@ -221,7 +231,7 @@ def main() -> None:
                              f"within {lag} frame(s) of the step")
     if totals["input"]:
         mean = [" | ".join(f"{v:.2f}" for v in np.mean(totals[m], axis=0)) for m in ["input", *[m for m, _ in methods]]]
-        print("| **mean (without the step clip)** | " + " | ".join(mean) + " | |")
+        print("| **mean of the hunting clips** | " + " | ".join(mean) + " | |")
     print()
     for n in notes:
         print(f"- {n}")

@@ -48,7 +48,8 @@ THUMBNAIL = 256  # long side of the first pass's brightness thumbnails: ~1/60 of
 MAX_GAIN = 2.0  # the brightness stabiliser never scales a frame by more than this (or less than its inverse)
 # A sustained input exposure step of more than this many EV (half-window means, exposure_ev) is a real change
 # of lighting, not averaged across. Measured on benchmarks/bench_video.py's clips (window 9): hunting of
-# +-0.35 EV reaches at most 1.01 (dark, noisy frames exaggerate it), its +1.5 EV change of light 2.50.
+# +-0.35 EV while the pan crosses the scene reaches at most 0.77, a camera drifting +1.5 EV over 24 frames
+# 1.25, the +1.5 EV change of light (with hunting) 2.11.
 CUT_EV = 1.5
 
 
@@ -119,9 +120,13 @@ def _edge_aware_mean(flat: Tensor, r: int, guide: Tensor, cut: float) -> Tensor:
 
 
 def exposure_ev(images: Tensor) -> Tensor:
-    """(B, C, H, W) in [0, 1] -> (B,) log2 of the mean luma x 2.2: about the frame's exposure in EV
-    (sRGB-encoded values grow as about the 1/2.2 power of light), for :func:`smooth_over_time`'s guide."""
-    return 2.2 * torch.log2(luma_mean(images).clamp_min(1e-4))
+    """(B, C, H, W) sRGB-encoded in [0, 1] -> (B,) log2 of the mean luminance in linear light: the frame's
+    exposure in EV up to a constant (where nothing clips), for :func:`smooth_over_time`'s guide.  Measured in
+    linear light, not as 2.2 x log2 of the encoded mean: sRGB's linear toe made that overstate the changes
+    of dark, noisy frames up to 2.2x (a slow +1.5 EV drift of the camera's exposure read as a change of light)."""
+    x = images.float().clamp(0.0, 1.0)
+    linear = torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+    return torch.log2(luma_mean(linear).clamp_min(1e-6))
 
 
 def luma_mean(images: Tensor) -> Tensor:

@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from restorex_core import ImageInputError
-from restorex_core.sequence import apply_gain, iter_corrected, luma_mean, plan_sequence, smooth_over_time
+from restorex_core.sequence import (
+    apply_gain,
+    exposure_ev,
+    iter_corrected,
+    lighting_steps,
+    luma_mean,
+    plan_sequence,
+    smooth_over_time,
+)
 
 
 def clip(t=6, c=3, h=24, w=40):
@@ -125,6 +133,25 @@ def test_edge_aware_window_keeps_a_lighting_step_and_still_smooths_hunting():
     assert (cut - ev)[away].std() < 0.6 * hunt[away].std()  # and still averages the hunting away
     flat = torch.full((20, 3), 0.25)
     assert torch.equal(smooth_over_time(flat, 5, guide=ev + hunt), flat)  # a constant series stays exact
+
+
+def srgb_encode(linear: torch.Tensor) -> torch.Tensor:
+    x = linear.clamp(0, 1)
+    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(0.0031308) ** (1 / 2.4) - 0.055)
+
+
+def test_exposure_is_measured_in_linear_light_so_a_slow_drift_of_dark_frames_is_no_change_of_light():
+    torch.manual_seed(0)
+    scene = torch.rand(1, 3, 24, 32) ** 2 * 0.05  # a dark scene in linear light, much of it in sRGB's linear toe
+    t = torch.arange(24, dtype=torch.float32)
+    hunt = 0.35 * torch.sin(t * 2 * torch.pi / 9)
+    drift = 1.5 * t / 23 + hunt  # the camera's exposure creeps up 1.5 EV over 24 frames while it hunts
+    ev = exposure_ev(srgb_encode(scene * torch.exp2(drift).view(-1, 1, 1, 1)))
+    assert torch.allclose(ev - ev[0], drift - drift[0], atol=0.02)  # EV in, EV out, dark or not
+    assert not lighting_steps(ev, 4, 1.5).any()  # a drift and hunting: no cut
+    step = drift + 2.0 * (t >= 12)  # the same, and the light coming on at frame 12
+    found = lighting_steps(exposure_ev(srgb_encode(scene * torch.exp2(step).view(-1, 1, 1, 1))), 4, 1.5)
+    assert found.nonzero().flatten().tolist() == [12]
 
 
 def test_a_step_in_the_clip_is_followed_at_once(tiny_model):
