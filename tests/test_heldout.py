@@ -1,5 +1,6 @@
 """The default recipe's new pieces: the look statistics and held-out suite, and the SSIM / colour loss terms."""
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +11,16 @@ from PIL import Image
 from training.heldout import (
     OVER_EVS,
     UNDER_EVS,
+    Row,
     baseline_methods,
     heldout_subsets,
+    highlight_look,
     look_ratios,
     look_stats,
     markdown,
     score,
     srgb_to_lab,
+    summarise,
 )
 from training.losses import colour_loss, ssim_loss
 
@@ -98,6 +102,25 @@ def test_heldout_subsets_hold_the_right_items(data_root: Path, tmp_path: Path):
     assert torch.equal(again[2][0]["input"], subsets[2][0]["input"])  # fixed, seeded renders
 
 
+def test_highlight_look_sees_a_blown_sky_come_back_grey():
+    target = torch.empty(3, 20, 20)
+    target[:] = torch.tensor([0.45, 0.62, 0.9]).view(3, 1, 1)  # a blue sky...
+    target[:, 10:] = torch.rand(3, 10, 20) * 0.8  # ...over the land, nowhere clipped
+    image = target.clone()
+    image[:, :10] = 1.0  # the sky blown out in the input
+    grey = target.clone()
+    grey[:, :10] = 0.62  # and come back grey
+    out_chroma, target_chroma, de = highlight_look(image, grey, target)
+    assert out_chroma < 0.05 * target_chroma and de > 20
+    same = highlight_look(image, target, target)
+    assert same[0] == pytest.approx(same[1]) and same[1] > 20 and same[2] == pytest.approx(0.0)
+    assert all(math.isnan(v) for v in highlight_look(target * 0.9, grey, target))  # nothing clipped: no figure
+    rows = [Row("grey", "photos/over", "a", 20, 0.8, 1, 1, out_chroma, target_chroma, de),
+            Row("grey", "photos/over", "b", 20, 0.8, 1, 1)]  # b: nothing clipped, left out of the highlight figures
+    *_, ratio, mean_de, clipped = summarise(rows)[("grey", "photos/over")]
+    assert ratio == pytest.approx(out_chroma / target_chroma) and mean_de == pytest.approx(de) and clipped == 1
+
+
 def test_score_reports_every_method_and_subset(data_root: Path, tmp_path: Path):
     subsets = heldout_subsets(data_root, config=tmp_path / "cfg.toml")
     methods = {"half-way": lambda x: 0.5 * x + 0.25, **baseline_methods()}
@@ -107,7 +130,7 @@ def test_score_reports_every_method_and_subset(data_root: Path, tmp_path: Path):
     assert all(0.0 < r.chroma and 0.0 < r.contrast for r in rows)
     assert all(r.psnr < 20 for r in identity)  # the inputs really are badly exposed
     text = markdown(rows)
-    for name in ("stacks/under", "photos/over", "half-way", "chroma ratio", "contrast ratio"):
+    for name in ("stacks/under", "photos/over", "half-way", "chroma ratio", "contrast ratio", "highlight dE"):
         assert name in text
 
 

@@ -200,6 +200,24 @@ def test_cast_loss_measures_a_tint_and_pulls_it_out():
     assert warm.grad[:, 2].mean() < 0 < warm.grad[:, 0].mean()  # descent adds blue and takes red away
 
 
+def test_highlight_loss_weighs_only_where_the_input_is_clipped():
+    from training.losses import highlight_loss
+
+    lq = torch.full((1, 3, 16, 16), 0.4)
+    lq[..., :8, :] = 1.0  # a blown sky over the top half
+    target = torch.rand(1, 3, 16, 16)
+    out = target.clone()
+    out[..., 8:, :] += 0.3  # wrong only below the sky: not this term's business
+    assert float(highlight_loss(out, target, lq)) == 0.0
+    grey = target.clone()
+    grey[..., :8, :] = 0.7  # the sky turned grey
+    sky = highlight_loss(grey.requires_grad_(True), target, lq)
+    assert float(sky.detach()) == pytest.approx(float((grey[..., :8, :] - target[..., :8, :]).abs().mean()), rel=0.5)
+    sky.backward()
+    assert grey.grad[..., 8:, :].abs().sum() == 0 and grey.grad[..., :8, :].abs().sum() > 0
+    assert float(highlight_loss(grey, target, torch.full_like(lq, 0.4))) == 0.0  # nothing clipped, no term
+
+
 def test_eps_objective_trains_the_denoisers_with_the_core_scheduler():
     model = RestoreX(RestoreXConfig.tiny().replace(ffedm={"objective": "eps"}))
     model.requires_grad_(False)

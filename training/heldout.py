@@ -15,7 +15,12 @@ statistics of the look against the target, averaged over the images:
 * **chroma ratio**: mean CIELAB chroma ``C*ab`` of the output / that of the target (1 = as colourful,
   below 1 = washed out);
 * **contrast ratio**: RMS contrast (standard deviation of CIELAB ``L*``) of the output / of the target
-  (1 = as contrasty, below 1 = flat or hazy).
+  (1 = as contrasty, below 1 = flat or hazy);
+* **clipped highlights** (the images where at least 1% of the input is clipped, i.e. its brightest channel
+  reaches :data:`CLIPPED`): over those pixels only, the chroma ratio (mean C*ab of the outputs over that of
+  the targets, pooled over the images: below 1 = a blown sky comes back greyer than the target's; pooled
+  because a blown white window has almost no target chroma to divide by) and the mean CIELAB colour
+  difference dE*ab to the target.
 
 Usage (any number of ``--weights LABEL=FILE``; the baselines always run)::
 
@@ -32,6 +37,7 @@ import argparse
 import csv
 import io
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -57,6 +63,8 @@ OVER_EVS = (1.0, 1.5, 2.0)
 SUBSETS = ("stacks/under", "stacks/over", "photos/under", "photos/over")
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default_stage1.toml"
 BASELINE_KEYS = ("identity", "auto-gamma", "he")
+CLIPPED = 0.95  # an input pixel whose brightest channel reaches this has lost its colour
+MIN_CLIPPED = 0.01  # the fraction of clipped input pixels from which an image counts for the highlight figures
 
 Method = Callable[[Tensor], Tensor]  # (3, H, W) in [0, 1] -> (3, H, W) in [0, 1]
 
@@ -88,6 +96,17 @@ def look_ratios(output: Tensor, target: Tensor) -> tuple[float, float]:
     """(chroma ratio, contrast ratio) of output against target; 1.0 means the target's look."""
     (co, ko), (ct, kt) = look_stats(output), look_stats(target)
     return co / max(ct, 1e-6), ko / max(kt, 1e-6)
+
+
+def highlight_look(image: Tensor, output: Tensor, target: Tensor) -> tuple[float, float, float]:
+    """(mean C*ab of the output, of the target, mean dE*ab between them) over the pixels the input ``image``
+    has clipped (brightest channel >= :data:`CLIPPED`); NaNs when under :data:`MIN_CLIPPED` of it is clipped."""
+    mask = image[:3].amax(dim=0) >= CLIPPED
+    if float(mask.float().mean()) < MIN_CLIPPED:
+        return math.nan, math.nan, math.nan
+    lo, lt = srgb_to_lab(output[:3]), srgb_to_lab(target[:3])
+    co, ct = (torch.sqrt(lab[1] ** 2 + lab[2] ** 2)[mask].mean() for lab in (lo, lt))
+    return float(co), float(ct), float((lo - lt).norm(dim=0)[mask].mean())
 
 
 # ------------------------------------------------------------------------------------ the subsets
@@ -148,6 +167,9 @@ class Row:
     ssim: float
     chroma: float
     contrast: float
+    hl_chroma: float = math.nan  # highlight_look's output C*ab: NaN where the input has (almost) nothing clipped
+    hl_target_chroma: float = math.nan
+    hl_de: float = math.nan
 
 
 def model_method(model: torch.nn.Module, *, seed: int = 0, tile: int | None = None) -> Method:
@@ -207,18 +229,26 @@ def score(methods: dict[str, Method], subsets: Sequence[Subset], *, limit: int |
             x, y = item["input"], item["target"]
             for label, fn in methods.items():
                 out = (fn(x, y) if getattr(fn, "needs_target", False) else fn(x)).clamp(0, 1)
-                rows.append(Row(label, sub.name, item["name"], *image_metrics(out, y), *look_ratios(out, y)))
+                rows.append(Row(label, sub.name, item["name"], *image_metrics(out, y), *look_ratios(out, y),
+                                *highlight_look(x, out, y)))
         logger.info("%s: %d images (%.0f s)", sub.name, n, time.monotonic() - t0)
     return rows
 
 
-def summarise(rows: Sequence[Row]) -> dict[tuple[str, str], tuple[float, float, float, float, int]]:
-    """(method, subset) -> (PSNR, SSIM, chroma ratio, contrast ratio, n), means over images."""
+Summary = tuple[float, float, float, float, int, float, float, int]
+
+
+def summarise(rows: Sequence[Row]) -> dict[tuple[str, str], Summary]:
+    """(method, subset) -> (PSNR, SSIM, chroma ratio, contrast ratio, n, highlight chroma ratio, highlight
+    dE, images with clipped highlights): means over the images (the highlight figures over the latter)."""
     out = {}
     for key in dict.fromkeys((r.method, r.subset) for r in rows):
         rs = [r for r in rows if (r.method, r.subset) == key]
+        hl = [r for r in rs if not math.isnan(r.hl_chroma)]
+        hl_ratio = sum(r.hl_chroma for r in hl) / max(sum(r.hl_target_chroma for r in hl), 1e-6) if hl else math.nan
+        hl_de = sum(r.hl_de for r in hl) / len(hl) if hl else math.nan
         out[key] = (*(sum(getattr(r, f) for r in rs) / len(rs) for f in ("psnr", "ssim", "chroma", "contrast")),
-                    len(rs))
+                    len(rs), hl_ratio, hl_de, len(hl))
     return out
 
 
@@ -230,14 +260,17 @@ def markdown(rows: Sequence[Row], command: str = "") -> str:
     if command:
         parts += [f"Command: `{command}`", ""]
     parts += ["PSNR (dB) / SSIM on RGB, 8-bit rounded, full resolution; chroma = mean CIELAB C*ab and "
-              "contrast = std of L*, each as a ratio to the target's (1.00 = the target's look).", ""]
+              "contrast = std of L*, each as a ratio to the target's (1.00 = the target's look); highlight "
+              f"chroma ratio and dE*ab over the input's clipped pixels (brightest channel >= {CLIPPED}), on the "
+              f"images with at least {MIN_CLIPPED:.0%} of them clipped.", ""]
     for sub in subsets:
-        n = summary[(methods[0], sub)][4]
-        parts += [f"## {sub} ({n} images)", "", "| method | PSNR | SSIM | chroma ratio | contrast ratio |",
-                  "| --- | ---: | ---: | ---: | ---: |"]
+        n, n_hl = summary[(methods[0], sub)][4], summary[(methods[0], sub)][7]
+        parts += [f"## {sub} ({n} images, {n_hl} with clipped highlights)", "",
+                  "| method | PSNR | SSIM | chroma ratio | contrast ratio | highlight chroma ratio | highlight dE |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for m in methods:
-            p, s, c, k, _ = summary[(m, sub)]
-            parts.append(f"| {m} | {p:.2f} | {s:.4f} | {c:.3f} | {k:.3f} |")
+            p, s, c, k, _, hc, hd, _ = summary[(m, sub)]
+            parts.append(f"| {m} | {p:.2f} | {s:.4f} | {c:.3f} | {k:.3f} | {hc:.3f} | {hd:.2f} |")
         parts.append("")
     return "\n".join(parts)
 
@@ -247,14 +280,17 @@ def write(rows: Sequence[Row], out_dir: str | Path, command: str = "") -> list[P
     out.mkdir(parents=True, exist_ok=True)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["method", "subset", "name", "psnr", "ssim", "chroma_ratio", "contrast_ratio"])
+    w.writerow(["method", "subset", "name", "psnr", "ssim", "chroma_ratio", "contrast_ratio", "highlight_chroma",
+                "highlight_target_chroma", "highlight_de"])
     w.writerows([r.method, r.subset, r.name, f"{r.psnr:.4f}", f"{r.ssim:.6f}", f"{r.chroma:.5f}",
-                 f"{r.contrast:.5f}"] for r in rows)
+                 f"{r.contrast:.5f}", f"{r.hl_chroma:.4f}", f"{r.hl_target_chroma:.4f}", f"{r.hl_de:.4f}"]
+                for r in rows)
     summary = io.StringIO()
     w = csv.writer(summary)
-    w.writerow(["method", "subset", "images", "psnr", "ssim", "chroma_ratio", "contrast_ratio"])
-    w.writerows([m, s, n, f"{p:.4f}", f"{q:.6f}", f"{c:.5f}", f"{k:.5f}"]
-                for (m, s), (p, q, c, k, n) in summarise(rows).items())
+    w.writerow(["method", "subset", "images", "psnr", "ssim", "chroma_ratio", "contrast_ratio",
+                "images_clipped", "highlight_chroma_ratio", "highlight_de"])
+    w.writerows([m, s, n, f"{p:.4f}", f"{q:.6f}", f"{c:.5f}", f"{k:.5f}", n_hl, f"{hc:.5f}", f"{hd:.4f}"]
+                for (m, s), (p, q, c, k, n, hc, hd, n_hl) in summarise(rows).items())
     files = {"heldout_results.csv": buf.getvalue(), "heldout_summary.csv": summary.getvalue(),
              "heldout_summary.md": markdown(rows, command)}
     return [atomic_write_text(out / name, text) for name, text in files.items()]

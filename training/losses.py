@@ -90,6 +90,16 @@ def cast_loss(output: Tensor, target: Tensor) -> Tensor:
     return F.l1_loss(co, ct)
 
 
+def highlight_loss(output: Tensor, target: Tensor, lq: Tensor, threshold: float = 0.9) -> Tensor:
+    """Clipped-highlight term: L1 of output and target at 1/4 resolution (colour and level of regions) over
+    only the cells where the input is clipped (its brightest channel >= ``threshold``), averaged over those
+    cells; 0 for a batch without any.  The whole-image terms give the few clipped cells of a picture (a blown
+    sky) little weight, and a model that cannot see their colour settles there for a neutral grey."""
+    mask = F.avg_pool2d((lq[:, :3].float().amax(dim=1, keepdim=True) >= threshold).float(), 4, ceil_mode=True)
+    po, pt = (F.avg_pool2d(t.float(), 4, ceil_mode=True) for t in (output, target))
+    return ((po - pt).abs().mean(dim=1, keepdim=True) * mask).sum() / mask.sum().clamp_min(1.0)
+
+
 def prior_loss(enhanced: Priors, teacher: Priors) -> Tensor:
     """Eq. 8: mean over priors and elements of ``|P'_i - P_gt_i|``; the teacher is detached."""
     return F.l1_loss(enhanced.stacked().float(), teacher.stacked().detach().float())
@@ -148,6 +158,7 @@ class LossWeights:
     ssim: float = 0.0  # 1 - SSIM on the output (not in the paper; the default recipe's answer to flat outputs)
     colour: float = 0.0  # colour_loss (not in the paper; against desaturated outputs)
     cast: float = 0.0  # cast_loss (not in the paper; against a global colour cast)
+    highlight: float = 0.0  # highlight_loss (not in the paper; against grey clipped skies)
     eps: float = 1.0  # eq. 6 term, ffedm.objective = "epsilon" only
     sap_tokens: SapTokens = "prior"
     sap_encoder_grad: bool = False  # let L_SAP train a trainable encoder too (risks feature collapse)
@@ -195,6 +206,8 @@ class Objective(nn.Module):
                 terms["colour"] = colour_loss(out, gt)
             if w.cast > 0:
                 terms["cast"] = cast_loss(out, gt)
+            if w.highlight > 0:
+                terms["highlight"] = highlight_loss(out, gt, lq)
             if w.sap > 0:
                 terms["sap"] = sap_loss(m.clip, out, gt, token=m.config.pem.token, tokens=w.sap_tokens,
                                         encoder_grad=w.sap_encoder_grad)
