@@ -14,6 +14,12 @@ LUMA = (0.299, 0.587, 0.114)  # Rec. 601, for returning grayscale inputs as gray
 RANGE_TOLERANCE = 1.0 / 255  # values this far outside [0, 1] are rounding noise and are clamped
 
 
+def srgb_to_linear(x: Tensor) -> Tensor:
+    """sRGB-encoded values (clamped to [0, 1]) -> linear light, same shape and dtype (IEC 61966-2-1)."""
+    x = x.clamp(0.0, 1.0)
+    return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+
+
 def check_images(images: Tensor, *, name: str = "images") -> Tensor:
     """Validate a (B, C, H, W) float batch in [0, 1] with C in {1, 3, 4}; return it clamped to [0, 1]."""
     if not isinstance(images, Tensor):

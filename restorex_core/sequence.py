@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import ImageInputError
-from .images import LUMA
+from .images import LUMA, srgb_to_linear
 from .priors import Priors
 
 if TYPE_CHECKING:
@@ -124,9 +124,7 @@ def exposure_ev(images: Tensor) -> Tensor:
     exposure in EV up to a constant (where nothing clips), for :func:`smooth_over_time`'s guide.  Measured in
     linear light, not as 2.2 x log2 of the encoded mean: sRGB's linear toe made that overstate the changes
     of dark, noisy frames up to 2.2x (a slow +1.5 EV drift of the camera's exposure read as a change of light)."""
-    x = images.float().clamp(0.0, 1.0)
-    linear = torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-    return torch.log2(luma_mean(linear).clamp_min(1e-6))
+    return torch.log2(luma_mean(srgb_to_linear(images.float())).clamp_min(1e-6))
 
 
 def luma_mean(images: Tensor) -> Tensor:

@@ -49,6 +49,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from restorex_core.files import atomic_write, atomic_write_text
+from restorex_core.images import srgb_to_linear
 
 from .baselines import get_baseline
 from .config import read_toml
@@ -72,8 +73,8 @@ Method = Callable[[Tensor], Tensor]  # (3, H, W) in [0, 1] -> (3, H, W) in [0, 1
 # ------------------------------------------------------------------------------------- the look
 def srgb_to_lab(x: Tensor) -> Tensor:
     """(3, H, W) or (B, 3, H, W) sRGB in [0, 1] -> CIELAB (D65), same shape, float64."""
-    x = x.detach().to(torch.float64).clamp(0.0, 1.0)
-    lin = torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+    x = x.detach().to(torch.float64)
+    lin = srgb_to_linear(x)
     m = torch.tensor([[0.4124564, 0.3575761, 0.1804375],
                       [0.2126729, 0.7151522, 0.0721750],
                       [0.0193339, 0.1191920, 0.9503041]], dtype=torch.float64, device=x.device)
@@ -85,11 +86,15 @@ def srgb_to_lab(x: Tensor) -> Tensor:
     return torch.stack((116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)), dim=-3)
 
 
+def chroma_map(lab: Tensor) -> Tensor:
+    """(3, H, W) CIELAB -> (H, W) chroma C*ab."""
+    return torch.sqrt(lab[1] ** 2 + lab[2] ** 2)
+
+
 def look_stats(image: Tensor) -> tuple[float, float]:
     """(mean CIELAB chroma C*ab, RMS contrast = std of L*) of one (3, H, W) image in [0, 1]."""
     lab = srgb_to_lab(image[:3])
-    chroma = torch.sqrt(lab[1] ** 2 + lab[2] ** 2).mean()
-    return float(chroma), float(lab[0].std())
+    return float(chroma_map(lab).mean()), float(lab[0].std())
 
 
 def look_ratios(output: Tensor, target: Tensor) -> tuple[float, float]:
@@ -105,7 +110,7 @@ def highlight_look(image: Tensor, output: Tensor, target: Tensor) -> tuple[float
     if float(mask.float().mean()) < MIN_CLIPPED:
         return math.nan, math.nan, math.nan
     lo, lt = srgb_to_lab(output[:3]), srgb_to_lab(target[:3])
-    co, ct = (torch.sqrt(lab[1] ** 2 + lab[2] ** 2)[mask].mean() for lab in (lo, lt))
+    co, ct = (chroma_map(lab)[mask].mean() for lab in (lo, lt))
     return float(co), float(ct), float((lo - lt).norm(dim=0)[mask].mean())
 
 
