@@ -12,8 +12,9 @@ from .runtime import ManagedRestoreX, comfy_mm, image_out, run_tiled
 
 
 class ExposureCorrectVideo:
-    """Corrects video frames without flicker: the same FFEDM noise for every frame, priors and brightness smoothed
-    over a window of frames (a hunting auto-exposure is evened out, real changes of light followed)."""
+    """Corrects video frames without flicker: the same FFEDM noise for every frame, priors smoothed over a window
+    of frames, brightness held steady at the same scene points (a hunting auto-exposure is evened out, cuts and
+    real changes of light followed)."""
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -23,8 +24,12 @@ class ExposureCorrectVideo:
                 "frames": ("IMAGE", {"tooltip": "The clip: a batch of frames of one size (from Load Video, Load "
                                                 "Image Batch, ...). RGBA keeps its alpha untouched."}),
                 "window": ("INT", {"default": 9, "min": 1, "max": 99, "step": 2, "tooltip": "Frames the priors "
-                                   "and brightness are smoothed over (odd, centred). 1 = each frame on its own, "
-                                   "as Exposure Correct."}),
+                                   "are smoothed over (odd, centred). 1 = each frame on its own, as Exposure "
+                                   "Correct."}),
+                "hold": ("INT", {"default": 0, "min": 0, "max": 9999, "tooltip": "Frames (odd) over which the "
+                                 "brightness at the same scene points is held steady: a hunting or drifting camera "
+                                 "is evened out, while a cut or a change of light starts afresh. 0 = the whole "
+                                 "shot (each stretch between cuts and changes of light); 1 = not held."}),
                 "seed": SEED, "steps": STEPS,
                 "strength": STRENGTH, "feather": FEATHER,
                 "tile": TILE, "overlap": OVERLAP,
@@ -37,14 +42,14 @@ class ExposureCorrectVideo:
     OUTPUT_TOOLTIPS = ("The corrected frames.",)
     DESCRIPTION = " ".join(__doc__.split())
 
-    def correct(self, model: ManagedRestoreX, frames: Tensor, window: int, seed: int, steps: int, strength: float,
-                feather: int, tile: int, overlap: int, mask: Tensor | None = None) -> tuple[Tensor]:
+    def correct(self, model: ManagedRestoreX, frames: Tensor, window: int, hold: int, seed: int, steps: int,
+                strength: float, feather: int, tile: int, overlap: int, mask: Tensor | None = None) -> tuple[Tensor]:
         clip = frames.movedim(-1, 1)  # (T, C, H, W) on the host; each frame moves to the device when it runs
         stop = comfy_mm().throw_exception_if_processing_interrupted  # called between frames
 
         def run(net, _first, tile_, overlap_, report):  # the clip from above, not the first frame run_tiled moved
-            return correct_sequence_blended(net, clip, window=window, seed=seed, steps=steps or None, tile=tile_,
-                                            overlap=overlap_, strength=strength, mask=mask, feather=feather,
+            return correct_sequence_blended(net, clip, window=window, hold=hold, seed=seed, steps=steps or None,
+                                            tile=tile_, overlap=overlap_, strength=strength, mask=mask, feather=feather,
                                             progress=report, interrupt=stop)
 
         with torch.inference_mode():  # memory, tile and out-of-memory back-off sized for one frame

@@ -96,7 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     correct.add_argument("--sequence", action="store_true", help="treat the inputs, sorted by name, as the frames "
                          "of one clip: corrected without flicker (one size for every frame; outputs keep the names)")
     correct.add_argument("--window", type=int, default=9, metavar="N", help="with --sequence: frames (odd) the "
-                         "priors and brightness are smoothed over; 1 = each frame on its own (default 9)")
+                         "priors are smoothed over; 1 = each frame on its own (default 9)")
+    correct.add_argument("--hold", type=int, default=0, metavar="N", help="with --sequence: frames (odd) the "
+                         "brightness at the same scene points is held over; 0 = the whole shot, between cuts and "
+                         "changes of light (default); 1 = not held")
     existing = correct.add_mutually_exclusive_group()
     existing.add_argument("--overwrite", action="store_true", help="replace files that already exist in --out")
     existing.add_argument("--skip-existing", action="store_true", help="leave files that exist in --out alone")
@@ -166,6 +169,9 @@ def check_correct(args: argparse.Namespace) -> None:
                          "--skip-existing")
     if args.window < 1 or args.window % 2 == 0:
         raise UsageError(f"--window must be an odd number of frames (1, 3, 5, ...), got {args.window}")
+    if args.hold < 0 or (args.hold % 2 == 0 and args.hold != 0):
+        raise UsageError(f"--hold must be 0 (the whole shot) or an odd number of frames (1, 3, 5, ...), "
+                         f"got {args.hold}")
     args.jobs = plan_outputs(collect_inputs(args.inputs, recursive=args.recursive), args.out,
                              overwrite=args.overwrite, skip_existing=args.skip_existing)
     if args.sequence:
@@ -462,8 +468,8 @@ def correct_sequence_files(model: RestoreX, jobs: list[tuple[Path, Path]], args:
     with tqdm(total=len(jobs), unit="frame", file=sys.stderr, dynamic_ncols=True) as bar:
         try:
             with torch.inference_mode():
-                for t, out in iter_corrected(model, frames, window=args.window, seed=args.seed, steps=args.steps,
-                                             tile=args.tile, overlap=args.overlap):
+                for t, out in iter_corrected(model, frames, window=args.window, hold=args.hold, seed=args.seed,
+                                             steps=args.steps, tile=args.tile, overlap=args.overlap):
                     _, loaded, alpha = frames.last  # batch 1: the frame just read is frame t
                     out = out.float().cpu() if alpha is None else torch.cat([out.float().cpu(), alpha], dim=1)
                     jobs[t][1].parent.mkdir(parents=True, exist_ok=True)

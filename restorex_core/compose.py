@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import ImageInputError
+from .sequence import HOLD
 
 if TYPE_CHECKING:
     from .model import RestoreX
@@ -122,7 +123,7 @@ def correct_blended(model: RestoreX, images: Tensor, *, seed: int = 0, steps: in
     return blend(images, corrected, weight.to(images.device))
 
 
-def correct_sequence_blended(model: RestoreX, frames: Tensor, *, window: int = 9, seed: int = 0,
+def correct_sequence_blended(model: RestoreX, frames: Tensor, *, window: int = 9, hold: int = HOLD, seed: int = 0,
                              steps: int | None = None, tile: int | None = None, overlap: int = 32,
                              strength: float = 1.0, mask: Tensor | None = None, feather: int = 0,
                              progress: Callable[[int, int], None] | None = None,
@@ -153,7 +154,7 @@ def correct_sequence_blended(model: RestoreX, frames: Tensor, *, window: int = 9
     if strength == 0 or (mask is not None and not bool((mask > 0).any())):
         return frames.clone()
     out = torch.empty_like(frames)
-    for t, corrected in iter_corrected(model, frames, window=window, seed=seed, steps=steps, tile=tile,
+    for t, corrected in iter_corrected(model, frames, window=window, hold=hold, seed=seed, steps=steps, tile=tile,
                                        overlap=overlap, progress=progress, interrupt=interrupt):
         out[t] = blend(frames[t : t + 1], corrected, weight(t).to(frames.device))[0]
     return out

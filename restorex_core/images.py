@@ -20,6 +20,12 @@ def srgb_to_linear(x: Tensor) -> Tensor:
     return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
 
 
+def linear_to_srgb(x: Tensor) -> Tensor:
+    """Linear light (clamped to [0, 1]) -> sRGB-encoded values, same shape and dtype; inverse of srgb_to_linear."""
+    x = x.clamp(0.0, 1.0)
+    return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x.clamp_min(0.0031308) ** (1 / 2.4) - 0.055)
+
+
 def check_images(images: Tensor, *, name: str = "images") -> Tensor:
     """Validate a (B, C, H, W) float batch in [0, 1] with C in {1, 3, 4}; return it clamped to [0, 1]."""
     if not isinstance(images, Tensor):

@@ -23,6 +23,7 @@ from .memory import GUIDE_SIZE, MIN_TILE, TilePlan, default_budget, is_out_of_me
 from .pipeline import sample_priors
 from .priors import Priors
 from .scheduler import DDPMScheduler
+from .sequence import HOLD
 from .tiling import tile_starts, tiled_apply
 
 Progress = Callable[[int, int], None]
@@ -170,8 +171,8 @@ class RestoreX(nn.Module):
             progress: called as (done, total) after the guide pass and every tile (total = tiles + 1), or
                 (1, 1) untiled.
             interrupt: called before every transformer block (guide pass and tiles); it stops by raising.
-            attention: when tiled, share these maps (from :meth:`attention_maps`) instead of running the guide
-                pass: a clip smooths them over time.
+            attention: use these maps (from :meth:`attention_maps`) in every MDTA block instead of the pass's
+                own, tiled or not: a clip smooths them over time, and measures a thumbnail restored with them.
         """
         images = check_images(images)
         if not priors.ready:
@@ -269,7 +270,8 @@ class RestoreX(nn.Module):
 
         (h0, w0), m = rgb.shape[-2:], BORDER
         if tile is None or (h0 <= tile and w0 <= tile):
-            out = run(pad_border(rgb, m))[:, :, m:m + h0, m:m + w0]
+            with nullcontext() if attention is None else self.restormer.replay_attention(attention):
+                out = run(pad_border(rgb, m))[:, :, m:m + h0, m:m + w0]
             if progress is not None:
                 progress(1, 1)
             return out
@@ -314,9 +316,9 @@ class RestoreX(nn.Module):
         frames: Tensor,
         *,
         window: int = 9,
+        hold: int = HOLD,
         seed: int | None = 0,
         steps: int | None = None,
-        stabilize: bool = True,
         cut_ev: float | None = 1.5,
         tile: int | None = None,
         overlap: int = 32,
@@ -324,9 +326,10 @@ class RestoreX(nn.Module):
         progress: Progress | None = None,
         interrupt: Callable[[], None] | None = None,
     ) -> Tensor:
-        """Correct a clip without flicker: the same FFEDM noise for every frame, priors and global brightness
-        smoothed over a centred window of ``window`` (odd) frames, then frame-by-frame restoration in bounded
-        memory. ``window=1`` equals :meth:`correct` per frame bit for bit. See :mod:`restorex_core.sequence`.
+        """Correct a clip without flicker: the same FFEDM noise for every frame, priors smoothed over a centred
+        window of ``window`` (odd) frames, the brightness at the same scene points held over the whole shot
+        (``hold=0``) or ``hold`` (odd) frames, then frame-by-frame restoration in bounded memory. ``window=1``
+        equals :meth:`correct` per frame bit for bit. See :mod:`restorex_core.sequence`.
 
         Args:
             frames: (T, C, H, W) float in [0, 1]; the result has the same shape, dtype and device.
@@ -337,7 +340,7 @@ class RestoreX(nn.Module):
         from .sequence import iter_corrected
 
         out = torch.empty_like(frames)
-        for t, frame in iter_corrected(self, frames, window=window, seed=seed, steps=steps, stabilize=stabilize,
+        for t, frame in iter_corrected(self, frames, window=window, hold=hold, seed=seed, steps=steps,
                                        cut_ev=cut_ev, tile=tile, overlap=overlap, batch=batch, progress=progress,
                                        interrupt=interrupt):
             out[t] = frame[0]

@@ -40,12 +40,13 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 def test_a_folder_of_frames_is_corrected_as_one_clip_keeping_names(tmp_path, capsys, checkpoint):
     files = make_clip(tmp_path / "in")
     code, _, err = run(capsys, "correct", "--sequence", tmp_path / "in", "--out", tmp_path / "out",
-                       "--weights", checkpoint, "--window", 3, "--seed", 2)
+                       "--weights", checkpoint, "--window", 3, "--hold", 5, "--seed", 2)
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f.name for f in files]
     frames = torch.cat([read_image(f).tensor for f in files])
+    model = load_checkpoint(checkpoint, dtype=auto_dtype("cpu"))
     with torch.inference_mode():
-        want = load_checkpoint(checkpoint, dtype=auto_dtype("cpu")).correct_sequence(frames, window=3, seed=2)
+        want = model.correct_sequence(frames, window=3, hold=5, seed=2)
     got = torch.cat([read_image(tmp_path / "out" / f.name).tensor for f in files])
     assert float((got - want).abs().max()) <= 0.5 / 255 + 1e-6  # 8-bit PNGs round
 
@@ -63,6 +64,7 @@ def test_frames_of_different_sizes_are_refused_before_any_work(tmp_path, capsys,
 
 @pytest.mark.parametrize(("extra", "message"), [(["--window", "4"], "--window must be an odd"),
                                                 (["--window", "0"], "--window must be an odd"),
+                                                (["--hold", "8"], "--hold must be 0 (the whole shot) or an odd"),
                                                 (["--skip-existing"], "not --skip-existing")])
 def test_bad_sequence_arguments_exit_2(tmp_path, capsys, checkpoint, extra, message):
     make_clip(tmp_path / "in", 2)

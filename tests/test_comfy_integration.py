@@ -198,8 +198,8 @@ def test_video_workflow_corrects_a_48_frame_clip_on_a_real_comfyui(server, tmp_p
     (saved,) = record["history"]["outputs"]["4"]["images"]
     got = np.stack(_frames(tmp_path / saved["filename"]))
     clip = torch.from_numpy(np.stack(_frames(server.base / "input" / "rx_clip.webp"))).float().div(255)
-    with torch.inference_mode():  # the workflow's widgets: window 9, seed 0
-        want = server.model.correct_sequence(clip.permute(0, 3, 1, 2), window=9, seed=0)
+    with torch.inference_mode():  # the workflow's widgets: window 9, hold 0, seed 0
+        want = server.model.correct_sequence(clip.permute(0, 3, 1, 2), window=9, hold=0, seed=0)
     want = np.clip(255.0 * want.permute(0, 2, 3, 1).numpy(), 0, 255).astype(np.uint8)  # SaveAnimatedWEBP truncates
     assert got.shape == (48, 40, 56, 3)
     diff = np.abs(got.astype(int) - want.astype(int))

@@ -452,16 +452,17 @@ def test_interrupt_stops_between_tiles(pack, loaded, comfy):
 # -- video -------------------------------------------------------------------------------------------
 
 
-def video(pack, model, frames, *, window=3, seed=0, steps=0, strength=1.0, feather=0, tile=0, overlap=32, mask=None):
-    return node(pack, "RestoreXExposureCorrectVideo").correct(model, frames, window, seed, steps, strength, feather,
-                                                              tile, overlap, mask=mask)[0]
+def video(pack, model, frames, *, window=3, hold=0, seed=0, steps=0, strength=1.0, feather=0, tile=0, overlap=32,
+          mask=None):
+    return node(pack, "RestoreXExposureCorrectVideo").correct(model, frames, window, hold, seed, steps, strength,
+                                                              feather, tile, overlap, mask=mask)[0]
 
 
 def test_video_node_equals_the_core_and_window_1_equals_exposure_correct(pack, loaded, tiny):
     frames = image(b=5, h=24, w=32)
-    out = video(pack, loaded, frames, window=3, seed=4)
+    out = video(pack, loaded, frames, window=3, hold=5, seed=4)
     with torch.inference_mode():
-        want = tiny.correct_sequence(frames.movedim(-1, 1), window=3, seed=4).movedim(1, -1)
+        want = tiny.correct_sequence(frames.movedim(-1, 1), window=3, hold=5, seed=4).movedim(1, -1)
     assert out.shape == frames.shape and out.dtype == torch.float32
     torch.testing.assert_close(out, want, atol=0, rtol=0)
     per_frame = torch.cat([correct(pack, loaded, frames[t : t + 1], seed=4) for t in range(5)])
