@@ -344,8 +344,9 @@ def iter_corrected(model: RestoreX, frames: Sequence[Tensor], *, window: int = 9
             comparison; benchmarks/RESULTS.md).
         cut_ev: a sustained change of input exposure of more than this many EV is a change of lighting,
             not hunting: the centred window does not average across it (``None``: a plain box).
-        tile: as :meth:`RestoreX.restore`'s; "auto" is planned once for the clip's frame size. Tiled frames
-            share their smoothed guide attention maps (module docstring, 4).
+        tile: as :meth:`RestoreX.restore`'s; "auto" is planned once for the clip's frame size (and, as in
+            restore, halved for a frame that runs out of memory). Tiled frames share their smoothed guide
+            attention maps (module docstring, 4).
         batch: frames per Restormer pass in the second pass (memory grows with it; 1 keeps ``window=1``
             bit-exact with :meth:`RestoreX.correct`).
         progress: called as (done, T) after every frame of the second pass.
@@ -354,10 +355,11 @@ def iter_corrected(model: RestoreX, frames: Sequence[Tensor], *, window: int = 9
     if batch < 1:
         raise ValueError(f"batch must be at least 1 frame, got {batch}")
     shape = check_frames(frames)
-    if tile == "auto":  # one plan for the whole clip (every frame has the frame's size), as restore would make it
-        tile = model.tile_plan(batch, shape[1], shape[2]).tile
+    # "auto": one plan for the whole clip (every frame has the frame's size), as restore makes it; the second pass
+    # still hands "auto" to restore, which makes the same plan and halves the tile if a frame runs out of memory.
+    planned = model.tile_plan(batch, shape[1], shape[2]).tile if tile == "auto" else tile
     plan = plan_sequence(model, frames, window=window, hold=hold, seed=seed, steps=steps,
-                         smoothing=smoothing, cut_ev=cut_ev, tile=tile, interrupt=interrupt)
+                         smoothing=smoothing, cut_ev=cut_ev, tile=planned, interrupt=interrupt)
     total = len(frames)
     for start in range(0, total, batch):
         if interrupt is not None:

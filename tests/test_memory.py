@@ -232,3 +232,18 @@ def test_fast_block_equals_the_plain_equations(batch, layout):
         x.requires_grad_(True)  # and it trains: gradients flow through the fused norm and the Gram matrix
         block(x, prior).square().mean().backward()
         assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_a_clip_frame_that_runs_out_of_memory_halves_the_tile_and_the_clip_goes_on():
+    model = RestoreX(TINY).eval()
+    torch.manual_seed(6)
+    x = torch.rand(3, 3, 300, 420)
+    with torch.inference_mode():
+        whole = model.correct_sequence(x, window=3, tile="auto")  # fits: one pass per frame
+        seen = fail_above(model, 60000, torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+        out = model.correct_sequence(x, window=3, tile="auto")
+    full = (320, 440)  # 300 x 420 with its border, padded to a multiple of 8
+    assert seen.count(full) == 3  # each frame tried the planned single pass, ran out of memory ...
+    assert all(h * w <= 60000 for h, w in seen if (h, w) != full)  # ... and ran in halved tiles instead
+    assert out.shape == x.shape
+    assert float((out - whole).abs().mean()) < 0.01  # the same correction, only tiled
