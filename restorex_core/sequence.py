@@ -200,7 +200,12 @@ def exposure_ev(images: Tensor) -> Tensor:
     exposure in EV up to a constant (where nothing clips), :func:`lighting_steps`' guide. Measured in linear
     light, not as 2.2 x log2 of the encoded mean: sRGB's linear toe made that overstate the changes of dark,
     noisy frames up to 2.2x (a slow +1.5 EV drift of the camera's exposure read as a change of light)."""
-    return torch.log2(luminance(images).mean(dim=(1, 2)).clamp_min(1e-6))
+    return _ev(luminance(images))
+
+
+def _ev(lum: Tensor) -> Tensor:
+    """(B, H, W) linear-light luminance -> (B,) log2 of its mean (:func:`exposure_ev`)."""
+    return torch.log2(lum.mean(dim=(1, 2)).clamp_min(1e-6))
 
 
 def luma_mean(images: Tensor) -> Tensor:
@@ -285,13 +290,13 @@ def plan_sequence(model: RestoreX, frames: Sequence[Tensor], *, window: int, hol
         per_frame.append(model.enhance_priors(model.extract_priors(x, source="input"), steps=steps, seed=seed))
         if window == 1:
             continue
-        thumb = _thumbnail(x)
-        exposure[t] = exposure_ev(thumb).cpu()
-        lum = luminance(thumb)[0].cpu()
+        lum = luminance(_thumbnail(x)).cpu()  # (1, h, w), linear light
+        exposure[t] = _ev(lum)[0]
+        lum, encoded = lum[0], linear_to_srgb(lum[0])  # registered on the encoded values
         if previous is not None:  # where the scene moved to, and whether it is still the same shot
-            shifts[t] = register(linear_to_srgb(previous), linear_to_srgb(lum))
-            shot_cuts[t] = exposure_change(previous, lum, shifts[t])[1] < SHOT_AGREEMENT
-        previous = lum
+            shifts[t] = register(previous[1], encoded)
+            shot_cuts[t] = exposure_change(previous[0], lum, shifts[t])[1] < SHOT_AGREEMENT
+        previous = lum, encoded
     priors = Priors.cat(per_frame)
     if window == 1:
         return SequencePlan(priors, torch.ones(t_count))
