@@ -144,3 +144,27 @@ def test_evaluate_suite_writes_the_tables(data_root: Path, tmp_path: Path, capsy
     assert sorted(p.name for p in out.iterdir()) == ["heldout_results.csv", "heldout_summary.csv",
                                                       "heldout_summary.md"]
     assert "python -m training.evaluate --suite heldout" in (out / "heldout_summary.md").read_text()
+
+
+def test_prior_report_sees_a_collapsed_prior_path(data_root: Path, tmp_path: Path, capsys):
+    from restorex_core import RestoreX, RestoreXConfig, save_checkpoint
+    from training.heldout import main, prior_report
+
+    torch.manual_seed(0)
+    live = RestoreX(RestoreXConfig.tiny()).eval()
+    collapsed = RestoreX(RestoreXConfig.tiny()).eval()
+    collapsed.load_state_dict(live.state_dict())
+    with torch.no_grad():  # every denoiser answers x0 = 0: the chain ends on one prior for every image
+        for den in collapsed.ffedm.denoisers:
+            den.mlp[-1].weight.zero_()
+            den.mlp[-1].bias.zero_()
+    subsets = heldout_subsets(data_root, config=tmp_path / "cfg.toml")
+    rows = {r.method: r for r in prior_report({"live": live, "collapsed": collapsed}, subsets[2:3])}
+    assert rows["collapsed"].spread == 0.0 and rows["collapsed"].r2 <= 0.0
+    assert rows["live"].spread > 0.0 and rows["live"].n == 3
+    assert rows["live"].lp_mean > 0.0  # the teacher's priors differ from image to image
+    path = save_checkpoint(live, tmp_path / "live.safetensors")
+    main(["--data", str(data_root), "--config", str(tmp_path / "cfg.toml"), "--weights", f"w={path}", "--priors",
+          "--limit", "1"])
+    text = capsys.readouterr().out
+    assert "| w | photos/over | 1 |" in text and "spread ratio" in text

@@ -46,6 +46,8 @@ class TrainSection:
     schedule: str = "cosine"  # cosine | constant
     warmup_steps: int = 0  # linear lr warm-up
     diffusion_warmup_iters: int = 0  # stage 2: first train only FFEDM + PEM-S2 on L_p (DiffIR deblur: 100k)
+    cache_items: int = 0  # training.prior_fit: renders of the data stream whose encoder features are cached
+    freeze: tuple[str, ...] = ()  # stage submodules held fixed (e.g. ["pem_input", "ffedm"]: only the Restormer learns)
     grad_clip: float = 0.01  # max global grad norm (Restormer: 0.01); 0 disables
     ema_decay: float = 0.999
     log_every: int = 50
@@ -103,6 +105,9 @@ class TrainConfig:
                   (d.crop % 8 == 0, f"data.crop {d.crop} must be a multiple of 8 (three 2x downsamplings)"),
                   (0.0 <= d.synthetic_ratio <= 1.0, "data.synthetic_ratio must be in [0, 1]"),
                   (t.schedule in ("cosine", "constant"), "train.schedule must be cosine or constant"),
+                  (set(t.freeze) <= {"pem_reference", "pem_input", "ffedm", "restormer", "clip"},
+                   f"train.freeze names unknown submodules {sorted(set(t.freeze))}: use pem_reference, pem_input, "
+                   "ffedm, restormer or clip"),
                   (t.export_dtype in EXPORT_DTYPES, f"train.export_dtype must be one of {list(EXPORT_DTYPES)}"),
                   (cfg.loss.sap_tokens in ("prior", "all"), "loss.sap_tokens must be prior or all")]
         errors = [msg for ok, msg in checks if not ok]

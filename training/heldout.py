@@ -29,6 +29,9 @@ Usage (any number of ``--weights LABEL=FILE``; the baselines always run)::
     # plus a contact sheet of 12 held-out inputs / each model / targets:
     python -m training.heldout --data ../shared/data --weights v1=v1.safetensors \\
         --weights v2=weights/restorex-default.safetensors --sheet docs/heldout_contact_sheet.png
+    # how well FFEDM recovers the teacher's priors of the targets (a collapsed prior path shows R^2 ~ 0):
+    python -m training.heldout --data ../shared/data --weights v5=weights/restorex-default.safetensors \\
+        --priors --max-side 256
 """
 
 from __future__ import annotations
@@ -340,6 +343,49 @@ def contact_sheet(methods: dict[str, Method], subsets: Sequence[Subset], path: s
 
 
 # --------------------------------------------------------------------------------------------- CLI
+# ---------------------------------------------------------------------------------- the priors
+@dataclass(frozen=True)
+class PriorRow:
+    method: str
+    subset: str
+    n: int
+    lp: float  # L_p (eq. 8): mean |enhanced - teacher|
+    lp_mean: float  # L_p of always answering the subset's mean teacher prior
+    r2: float  # 1 - SSE / SS of the teacher priors about their mean: 0 = no better than that constant
+    spread: float  # per-dimension std over the images, enhanced / teacher: near 0 = a collapsed prior path
+
+
+def prior_report(models: dict[str, torch.nn.Module], subsets: Sequence[Subset], *,
+                 limit: int | None = None) -> list[PriorRow]:
+    """How well each model's FFEDM recovers the priors its teacher (PEM-S1) gives the *targets*: the
+    enhanced priors of every input (seed 0, as ``correct`` runs) against the teacher's priors of its target."""
+    rows = []
+    for label, model in models.items():
+        for sub in subsets:
+            enh, tea = [], []
+            with torch.inference_mode():
+                for k in range(min(len(sub), limit or len(sub))):
+                    item = sub[k]
+                    x, y = (item[key][None].to(model.device, model.dtype) for key in ("input", "target"))
+                    tea.append(model.extract_priors(y, source="reference").stacked().flatten(1).double().cpu())
+                    pri = model.enhance_priors(model.extract_priors(x, source="input"), seed=0)
+                    enh.append(pri.stacked().flatten(1).double().cpu())
+            e, t = torch.cat(enh), torch.cat(tea)
+            centred = t - t.mean(0)
+            rows.append(PriorRow(label, sub.name, len(t), float((e - t).abs().mean()), float(centred.abs().mean()),
+                                 1.0 - float(((e - t) ** 2).sum() / (centred ** 2).sum().clamp_min(1e-12)),
+                                 float(e.std(0, correction=0).mean() / t.std(0, correction=0).mean().clamp_min(1e-12))))
+    return rows
+
+
+def prior_markdown(rows: Sequence[PriorRow]) -> str:
+    lines = ["| weights | subset | n | L_p | L_p of the mean prior | R^2 | spread ratio |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.method} | {r.subset} | {r.n} | {r.lp:.4f} | {r.lp_mean:.4f} | {r.r2:.3f} | {r.spread:.2f} |"
+              for r in rows]
+    return "\n".join(lines)
+
+
 def _weights(specs: Sequence[str]) -> list[tuple[str, str]]:
     out = []
     for spec in specs:
@@ -364,6 +410,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--oracle", action="store_true",
                    help="stage-1 exports: restore with the GT's own priors (DiffIR's stage-1 protocol)")
     p.add_argument("--max-side", type=int, default=0, help="downscale every pair to this long side (0: full size)")
+    p.add_argument("--priors", action="store_true",
+                   help="instead of scoring images: how close each model's enhanced priors come to the teacher's "
+                        "priors of the targets (L_p, R^2, spread), per subset")
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> list[Row]:
@@ -372,6 +421,13 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> list[Row]:
     subsets = heldout_subsets(args.data, config=args.config)
     if args.max_side:
         subsets = [Downscaled(s, args.max_side) for s in subsets]
+    if args.priors:
+        if not args.weights:
+            raise SystemExit("--priors needs at least one --weights")
+        report = prior_report({label: load_checkpoint(path, device=args.device)
+                               for label, path in _weights(args.weights)}, subsets, limit=args.limit)
+        print(prior_markdown(report))
+        return []
     methods: dict[str, Method] = {}
     for label, path in _weights(args.weights):
         model = load_checkpoint(path, device=args.device)

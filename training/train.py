@@ -76,7 +76,8 @@ def build_model(cfg: TrainConfig, *, fresh: bool = True) -> tuple[RestoreX, tupl
     Stage 2 starting fresh loads ``train.init_from`` (everything but FFEDM and PEM-S2) and copies PEM-S1
     into PEM-S2, or, with ``train.init_all``, every weight of a finished model (fine-tuning it); CLIP and
     PEM-S1 are frozen (the teacher).  Stage 1 trains the encoder too when
-    ``clip.trainable``.  ``restormer.prior_dim = 0`` (no priors) trains the Restormer alone.
+    ``clip.trainable``.  ``restormer.prior_dim = 0`` (no priors) trains the Restormer alone.  ``train.freeze``
+    holds named submodules of the stage fixed (and in eval mode).
     """
     mcfg = model_config(cfg.model)
     clip = None
@@ -114,6 +115,9 @@ def build_model(cfg: TrainConfig, *, fresh: bool = True) -> tuple[RestoreX, tupl
         trained: tuple[str, ...] = ("restormer",)
     else:
         trained = TRAINED[stage] + (("clip",) if stage == 1 and mcfg.clip.trainable else ())
+    trained = tuple(name for name in trained if name not in cfg.train.freeze)
+    if not trained:
+        raise ValueError(f"train.freeze = {list(cfg.train.freeze)} leaves nothing to train in stage {stage}")
     model.requires_grad_(False)
     for name in trained:
         getattr(model, name).requires_grad_(True)
