@@ -64,9 +64,10 @@ def features(model: RestoreX, lq: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
 
 def build_cache(model: RestoreX, cfg: TrainConfig, path: Path) -> dict[str, Tensor]:
     """Features of ``train.cache_items`` stream renders and of the validation pairs, written atomically."""
+    data_key = json.dumps(dataclasses.asdict(cfg.data))  # a cache is reused only for the same data settings
     if path.is_file():
         cache = torch.load(path, map_location="cpu", weights_only=True)
-        if int(cache["items"]) == cfg.train.cache_items and cache["config"] == json.dumps(dataclasses.asdict(cfg.data)):
+        if int(cache["items"]) == cfg.train.cache_items and cache["config"] == data_key:
             logger.info("reusing %s (%d renders)", path, cfg.train.cache_items)
             return cache
     stream, val = build_data(cfg.data, cfg.train.seed)
@@ -82,7 +83,7 @@ def build_cache(model: RestoreX, cfg: TrainConfig, path: Path) -> dict[str, Tens
             logger.info("cached %d / %d renders (%.0f / s)", (i + 1) * batch, steps * batch,
                         (i + 1) * batch / (time.time() - t0))
     cache = {"z": torch.cat(zs)[: cfg.train.cache_items], "t": torch.cat(ts)[: cfg.train.cache_items],
-             "items": torch.tensor(cfg.train.cache_items), "config": json.dumps(dataclasses.asdict(cfg.data))}
+             "items": torch.tensor(cfg.train.cache_items), "config": data_key}
     if val is not None:
         val = Resized(val, cfg.train.val_max_side, cfg.train.val_limit)
         pairs = [features(model, val[i]["input"][None], val[i]["target"][None]) for i in range(len(val))]
