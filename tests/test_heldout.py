@@ -168,3 +168,23 @@ def test_prior_report_sees_a_collapsed_prior_path(data_root: Path, tmp_path: Pat
           "--limit", "1"])
     text = capsys.readouterr().out
     assert "| w | photos/over | 1 |" in text and "spread ratio" in text
+
+
+def test_ev_sweep_measures_brightness_per_ev(data_root: Path, tmp_path: Path, capsys):
+    from restorex_core import RestoreX, RestoreXConfig, save_checkpoint
+    from training.heldout import ev_sweep, main
+    from training.synthetic import find_images
+
+    files = find_images(data_root / "photos" / "kodak24")
+    rows = ev_sweep({"identity": lambda x: x}, files, (-3.0, -1.0, 1.0, 2.0), max_side=32)
+    by = {r.ev: r for r in rows}
+    assert [r.ev for r in rows] == [-3.0, -1.0, 1.0, 2.0] and all(r.n == 2 for r in rows)
+    # leaving the input as it is: too dark under, too bright over, the more so the larger |EV|
+    assert by[-3.0].dl < by[-1.0].dl < 0 < by[1.0].dl < by[2.0].dl
+    assert by[-3.0].input_l < by[-1.0].input_l < by[1.0].input_l
+    assert all(r.abs_dl >= abs(r.dl) for r in rows) and by[-1.0].psnr > by[-3.0].psnr
+    path = save_checkpoint(RestoreX(RestoreXConfig.tiny()).eval(), tmp_path / "m.safetensors")
+    main(["--data", str(data_root), "--config", str(tmp_path / "cfg.toml"), "--weights", f"m={path}",
+          "--ev-sweep", "--evs=-2,1.5", "--max-side", "32", "--limit", "1"])
+    text = capsys.readouterr().out
+    assert "m: dL* / abs dL* / PSNR" in text and "| -2 |" in text and "| +1.5 |" in text and "Auto-gamma" in text

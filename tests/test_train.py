@@ -388,3 +388,38 @@ def test_prior_fit_trains_only_the_prior_path_on_cached_features(tmp_path):
     with pytest.raises(ValueError, match="cache_items"):
         fit(tiny_config(tmp_path, stage=2, init=init.as_posix(), name="nocache",
                         overrides=("--train.init_all=true",)))
+
+
+def test_budget_cuts_the_schedule_to_the_wall_clock_and_stops_a_slow_run():
+    from training.train import Budget
+
+    now = [0.0]
+    budget = Budget(1.0, ddp=False, clock=lambda: now[0])  # 60 s
+    cuts = {}
+    for step in range(1, 31):  # 1 s a step
+        now[0] = float(step)
+        cuts[step] = budget.check(step, 100_000)
+    assert all(c is None for s, c in cuts.items() if s < 30)
+    assert cuts[30] == 30 + int((0.95 * 60 - 30) / 1.0)  # steps 10..30 timed, 5 % kept for validation + export
+    now[0] = 59.0
+    assert budget.check(50, 57) is None
+    now[0] = 61.0  # slower than timed: stop where the budget runs out
+    assert budget.check(51, 57) == 51
+    assert budget.check(57, 57) is None  # already at the end: nothing to cut
+    fast = Budget(10.0, ddp=False, clock=lambda: now[0])
+    for step in range(1, 31):
+        now[0] = 61.0 + step * 0.01
+        last = fast.check(step, 500)
+    assert last is None  # the configured max_steps fits the budget: kept
+
+
+def test_max_minutes_run_ends_annealed_exported_and_resumable(tmp_path):
+    cfg = tiny_config(tmp_path, stage=1, steps=100_000, overrides=("--train.max_minutes=0.05",))
+    result = train(cfg)
+    step = result["step"]
+    assert 30 < step < 100_000 and result["export"] is not None and result["export"].is_file()
+    state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=True)
+    assert state["step"] == state["max_steps"] == step
+    assert result["history"][-1]["lr"] < 0.05 * cfg.train.lr  # the cosine reached its end: annealed, not cut off
+    again = train(cfg)  # resuming keeps the schedule the budget chose
+    assert again["step"] == step

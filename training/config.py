@@ -39,6 +39,8 @@ class TrainSection:
     resume: bool = True  # continue from out_dir/last.pt when it exists
     max_steps: int = 100_000  # optimiser steps of the whole run (the lr schedule spans them)
     stop_after: int = 0  # leave, checkpointed, after this many steps in this process (0: run to the end)
+    max_minutes: float = 0.0  # wall-clock budget: steps 10-30 are timed, then max_steps is cut so the run
+    #   ends (lr annealed, validated, exported) within it; a slower run is stopped and exported at the budget
     lr: float = 2e-4
     min_lr: float = 1e-6  # cosine floor
     betas: tuple[float, float] = (0.9, 0.99)
@@ -105,6 +107,7 @@ class TrainConfig:
                   (d.crop % 8 == 0, f"data.crop {d.crop} must be a multiple of 8 (three 2x downsamplings)"),
                   (0.0 <= d.synthetic_ratio <= 1.0, "data.synthetic_ratio must be in [0, 1]"),
                   (t.schedule in ("cosine", "constant"), "train.schedule must be cosine or constant"),
+                  (t.max_minutes >= 0, "train.max_minutes must be >= 0 (0: no wall-clock budget)"),
                   (set(t.freeze) <= {"pem_reference", "pem_input", "ffedm", "restormer", "clip"},
                    f"train.freeze names unknown submodules {sorted(set(t.freeze))}: use pem_reference, pem_input, "
                    "ffedm, restormer or clip"),

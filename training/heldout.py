@@ -32,6 +32,9 @@ Usage (any number of ``--weights LABEL=FILE``; the baselines always run)::
     # how well FFEDM recovers the teacher's priors of the targets (a collapsed prior path shows R^2 ~ 0):
     python -m training.heldout --data ../shared/data --weights v5=weights/restorex-default.safetensors \\
         --priors --max-side 256
+    # how the outputs' brightness depends on the EV (every held-out photo at each EV, 384 px):
+    python -m training.heldout --data ../shared/data --weights v3=weights/restorex-default.safetensors \\
+        --ev-sweep --max-side 384
 """
 
 from __future__ import annotations
@@ -386,6 +389,60 @@ def prior_markdown(rows: Sequence[PriorRow]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------- brightness per EV
+SWEEP_EVS = (-4.0, -3.5, -3.0, -2.5, -2.0, -1.5, -1.0, 1.0, 1.5, 2.0, 2.5)
+
+
+@dataclass(frozen=True)
+class EvRow:
+    method: str
+    ev: float
+    n: int
+    input_l: float  # mean CIELAB L* of the inputs
+    dl: float  # mean over the photos of (mean L* of the output - mean L* of the target): + = too bright
+    abs_dl: float  # mean |.| of the same: how far each photo's brightness lands from its target's
+    psnr: float
+
+
+def ev_sweep(methods: dict[str, Method], files: Sequence[Path], evs: Sequence[float] = SWEEP_EVS, *,
+             max_side: int = 384, seed: int = 0) -> list[EvRow]:
+    """Each photo rendered at every EV (the held-out photos' camera model, noise seeded per photo and EV),
+    downscaled to ``max_side``, corrected by every method: how the output's brightness depends on the EV.
+    A model that corrects exposure fully gives dL* near 0 at every EV; one that hedges toward the middle of its
+    training EVs gives outputs too dark at the darkest EVs and too bright at the mildest."""
+    data = SyntheticExposureDataset(list(files), evs=list(evs), seed=seed)
+    items: Dataset | Downscaled = Subset("ev", data, list(range(len(data))))
+    if max_side:
+        items = Downscaled(items, max_side)
+    acc: dict[tuple[str, float], list[tuple[float, float, float]]] = {}
+    for k in range(len(items)):
+        item = items[k]
+        x, y = item["input"], item["target"]
+        ly = float(srgb_to_lab(y)[0].mean())
+        for label, fn in methods.items():
+            out = fn(x).clamp(0, 1)
+            acc.setdefault((label, item["ev"]), []).append(
+                (float(srgb_to_lab(x)[0].mean()), float(srgb_to_lab(out)[0].mean()) - ly, image_metrics(out, y)[0]))
+    rows = []
+    for (label, ev), vals in acc.items():
+        v = torch.tensor(vals, dtype=torch.float64)
+        rows.append(EvRow(label, ev, len(vals), float(v[:, 0].mean()), float(v[:, 1].mean()),
+                          float(v[:, 1].abs().mean()), float(v[:, 2].mean())))
+    return sorted(rows, key=lambda r: (r.ev, list(methods).index(r.method)))
+
+
+def ev_markdown(rows: Sequence[EvRow]) -> str:
+    labels = list(dict.fromkeys(r.method for r in rows))
+    by = {(r.method, r.ev): r for r in rows}
+    evs = sorted({r.ev for r in rows})
+    lines = ["| EV | input L* | " + " | ".join(f"{m}: dL* / abs dL* / PSNR" for m in labels) + " |",
+             "|---|---|" + "---|" * len(labels)]
+    for ev in evs:
+        cells = [f"{by[m, ev].dl:+.1f} / {by[m, ev].abs_dl:.1f} / {by[m, ev].psnr:.2f}" for m in labels]
+        lines.append(f"| {ev:+g} | {by[labels[0], ev].input_l:.1f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _weights(specs: Sequence[str]) -> list[tuple[str, str]]:
     out = []
     for spec in specs:
@@ -413,11 +470,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--priors", action="store_true",
                    help="instead of scoring images: how close each model's enhanced priors come to the teacher's "
                         "priors of the targets (L_p, R^2, spread), per subset")
+    p.add_argument("--ev-sweep", action="store_true",
+                   help="instead of scoring the subsets: every held-out photo at every EV of --evs (use with "
+                        "--max-side, e.g. 384), the outputs' brightness error in CIELAB L* per EV")
+    p.add_argument("--evs", default=",".join(f"{e:g}" for e in SWEEP_EVS),
+                   help="the EVs of --ev-sweep, e.g. --evs=-3,-2,1,2 (with '=': they start with a minus)")
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> list[Row]:
     from restorex_core import load_checkpoint
 
+    if args.ev_sweep:
+        sweep: dict[str, Method] = {}
+        data = read_toml(args.config)["data"]
+        files = [p for sub in data.get("synthetic_exclude", ()) for p in find_images(Path(args.data) / "photos" / sub)]
+        files = files[: args.limit] if args.limit else files
+        for label, path in _weights(args.weights):
+            sweep[label] = model_method(load_checkpoint(path, device=args.device), tile=args.tile)
+        evs = [float(e) for e in args.evs.split(",") if e.strip()]
+        print(ev_markdown(ev_sweep({**sweep, **baseline_methods()}, files, evs, max_side=args.max_side)))
+        return []
     subsets = heldout_subsets(args.data, config=args.config)
     if args.max_side:
         subsets = [Downscaled(s, args.max_side) for s in subsets]

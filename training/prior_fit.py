@@ -126,12 +126,14 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     if t.threads:
         torch.set_num_threads(t.threads)
     model, _ = build_model(cfg)
-    model.requires_grad_(False).eval()
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if t.device == "auto" else t.device)
+    model.to(device).requires_grad_(False).eval()
     out = Path(expand(t.out_dir))
     out.mkdir(parents=True, exist_ok=True)
     cache = build_cache(model, cfg, out / "features.pt")
-    z, teacher = cache["z"], cache["t"]
+    z, teacher = cache["z"].to(device), cache["t"].to(device)
     mean = teacher.mean(0, keepdim=True)
+    val_z, val_t = (cache["val_z"].to(device), cache["val_t"].to(device)) if "val_z" in cache else (None, None)
     params = [p for m in (model.pem_input, model.ffedm) for p in m.parameters()]
     for p in params:
         p.requires_grad_(True)
@@ -148,15 +150,15 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
         for group in opt.param_groups:
             group["lr"] = lr
         torch.manual_seed(t.seed * 1_000_003 + step)  # the chain's noise, per step
-        idx = torch.randint(len(z), (cfg.data.batch_size,), generator=gen)
+        idx = torch.randint(len(z), (cfg.data.batch_size,), generator=gen).to(device)
         loss = prior_loss(enhanced(model, z[idx], teacher[idx]), as_priors(model, teacher[idx]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if (step + 1) % t.log_every == 0 or step + 1 == t.max_steps:
             row: dict[str, float] = {"step": step + 1, "lr": lr, "prior": loss.item()}
-            if "val_z" in cache and (t.val_every and (step + 1) % t.val_every == 0 or step + 1 == t.max_steps):
-                row["val_prior"], row["val_r2"] = prior_scores(model, cache["val_z"], cache["val_t"], mean)
+            if val_z is not None and (t.val_every and (step + 1) % t.val_every == 0 or step + 1 == t.max_steps):
+                row["val_prior"], row["val_r2"] = prior_scores(model, val_z, val_t, mean)
                 logger.info("step %d: L_p %.4f, validation L_p %.4f, R^2 %.3f (%.0f steps / s)", step + 1,
                             loss.item(), row["val_prior"], row["val_r2"], (step + 1) / (time.time() - t0))
             rows.append(row)
@@ -165,7 +167,7 @@ def fit(cfg: TrainConfig) -> dict[str, Any]:
     model.requires_grad_(False)
     meta = {"stage": 2, "trainer": "training.prior_fit", "train_config": json.dumps(cfg.to_dict()),
             "step": t.max_steps, **({k: rows[-1][k] for k in ("val_prior", "val_r2") if k in rows[-1]})}
-    export = save_checkpoint(model, out / t.export_name, metadata=meta, dtype=EXPORT_DTYPES[t.export_dtype])
+    export = save_checkpoint(model.cpu(), out / t.export_name, metadata=meta, dtype=EXPORT_DTYPES[t.export_dtype])
     logger.info("exported %s", export)
     return {"rows": rows, "export": export}
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -40,6 +41,7 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -251,6 +253,51 @@ def setup_distributed(t: TrainSection) -> tuple[bool, int, int, torch.device]:
     return True, int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), device
 
 
+class Budget:
+    """``train.max_minutes``: time steps 10-30 of this process, then cut the run's ``max_steps`` so that it
+    ends, lr annealed, within the budget (5 % kept for the last validation and the export); if the run slows
+    down later and reaches the budget anyway, it is stopped there (schedule truncated, with a warning) and still
+    exported.  Under DDP every rank takes rank 0's decision."""
+
+    WINDOW = (10, 30)
+
+    def __init__(self, minutes: float, ddp: bool, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds, self.ddp, self.clock = minutes * 60.0, ddp, clock
+        self.t0 = clock()
+        self.first = self.t_first = None
+        self.calibrated = False
+
+    def _agree(self, value: int) -> int:
+        if not self.ddp:
+            return value
+        x = torch.tensor([value], dtype=torch.int64, device="cuda" if torch.cuda.is_available() else "cpu")
+        torch.distributed.broadcast(x, src=0)
+        return int(x.item())
+
+    def check(self, step: int, max_steps: int) -> int | None:
+        """The new ``max_steps`` when it changes at this step, else None."""
+        now = self.clock()
+        if not self.calibrated:
+            if self.first is None:
+                if step >= self.WINDOW[0]:
+                    self.first, self.t_first = step, now
+                return None
+            if step - self.first < self.WINDOW[1] - self.WINDOW[0]:
+                return None
+            self.calibrated = True
+            per_step = (now - self.t_first) / (step - self.first)
+            left = 0.95 * self.seconds - (now - self.t0)
+            cut = self._agree(min(max_steps, step + max(1, int(left / per_step))))
+            logger.info("train.max_minutes %.1f: %.3f s/step, %.0f s left -> max_steps %d (configured %d)",
+                        self.seconds / 60, per_step, left, cut, max_steps)
+            return cut if cut != max_steps else None
+        if self._agree(int(now - self.t0 >= self.seconds and step < max_steps)):
+            logger.warning("train.max_minutes %.1f reached at step %d of %d: stopping here; the lr schedule is "
+                           "truncated, not annealed", self.seconds / 60, step, max_steps)
+            return step
+        return None
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) the configured stage; returns the step reached, the logged rows and the export path."""
     t = cfg.train
@@ -270,9 +317,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     opt = torch.optim.Adam(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
     ema = EMA(raw_model, t.ema_decay)
     step, best = 0, -math.inf
+    budget = Budget(t.max_minutes, ddp) if t.max_minutes else None
     if resuming:
         state = load_state(last, raw_model, ema, opt)
         step, best = int(state["step"]), float(state["best"])
+        if budget is not None and "max_steps" in state:  # the schedule the budget chose before the interruption
+            t = dataclasses.replace(t, max_steps=int(state["max_steps"]))
+            budget.calibrated = True
         logger.info("resuming %s at step %d", last, step)
     objective = Objective(raw_model, stage=t.stage, weights=cfg.loss)
     step_fn = torch.compile(objective) if t.compile else objective
@@ -291,7 +342,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             "train_config": json.dumps(cfg.to_dict())}
     history: list[dict[str, float]] = []
     val_scores: dict[str, float] = {}
-    pbar = tqdm(total=t.max_steps, initial=step, disable=not master, desc=f"stage {t.stage}", dynamic_ncols=True)
+    bar = master and sys.stderr.isatty()  # a redirected log gets one line per log_every instead of a progress bar
+    pbar = tqdm(total=t.max_steps, initial=step, disable=not bar, desc=f"stage {t.stage}", dynamic_ncols=True)
     set_train_mode(raw_model, trained)
     t_log, n_log = time.time(), 0
     for batch in loader:
@@ -309,12 +361,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         ema.update(raw_model, step)
         step, n_log = step + 1, n_log + 1
         pbar.update(1)
+        if budget is not None and (cut := budget.check(step, t.max_steps)) is not None:
+            t, end = dataclasses.replace(t, max_steps=cut), min(end, cut)
+            pbar.total = cut
         if master and (step % t.log_every == 0 or step == end):
             row = {"step": step, "lr": lr, **{k: float(v.detach()) for k, v in terms.items()},
                    "grad_norm": float(grad_norm), "sec_per_it": (time.time() - t_log) / n_log}
             history.append(row)
             runlog.write(row)
             pbar.set_postfix(loss=f"{row['loss']:.4f}", s_it=f"{row['sec_per_it']:.2f}")
+            if not bar:
+                logger.info("step %d / %d: loss %.4f, %.3f s/step", step, t.max_steps, row["loss"], row["sec_per_it"])
             t_log, n_log = time.time(), 0
         if master and val is not None and (step == t.max_steps or (t.val_every and step % t.val_every == 0)):
             psnr, ssim = validate(ema.model, val, t.stage, autocast)
@@ -330,7 +387,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             save_state(last, step=step, best=best, model=_stored(raw_model, raw_model.state_dict()),
                        ema=_stored(raw_model, ema.state_dict()), optimizer=opt.state_dict(), rng=rng_state(),
                        model_config=json.dumps(raw_model.config.to_dict(), sort_keys=True),
-                       config=json.dumps(cfg.to_dict()))
+                       config=json.dumps(cfg.to_dict()), max_steps=t.max_steps)
+        if step >= end:  # a budget cut the run short of the loader's last batch
+            break
     pbar.close()
     export = None
     if master and step == t.max_steps:
