@@ -418,11 +418,11 @@ def ev_sweep(methods: dict[str, Method], files: Sequence[Path], evs: Sequence[fl
     for k in range(len(items)):
         item = items[k]
         x, y = item["input"], item["target"]
-        ly = float(srgb_to_lab(y)[0].mean())
+        lx, ly = float(srgb_to_lab(x)[0].mean()), float(srgb_to_lab(y)[0].mean())
         for label, fn in methods.items():
             out = fn(x).clamp(0, 1)
             acc.setdefault((label, item["ev"]), []).append(
-                (float(srgb_to_lab(x)[0].mean()), float(srgb_to_lab(out)[0].mean()) - ly, image_metrics(out, y)[0]))
+                (lx, float(srgb_to_lab(out)[0].mean()) - ly, image_metrics(out, y)[0]))
     rows = []
     for (label, ev), vals in acc.items():
         v = torch.tensor(vals, dtype=torch.float64)

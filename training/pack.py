@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .datasets import IMAGE_EXTS, DatasetError
+from .datasets import IMAGE_EXTS, DatasetError, image_size
 from .stacks import find_scenes, rule_roles
 
 logger = logging.getLogger(__name__)
@@ -72,20 +72,17 @@ def _open_rgb(path: Path) -> Image.Image:
         raise DatasetError(f"cannot decode image {path}: {e}. Replace or remove the file.") from e
 
 
-def _write(job: Job, quality: int) -> tuple[int, float]:
-    """Write one image; returns (bytes written, mean 0-255 of the written pixels)."""
+def _write(job: Job, quality: int) -> tuple[int, float, float]:
+    """Write one image; returns (bytes written, mean 0-255 of the source's pixels, of the written pixels)."""
     im = _open_rgb(job.src)
+    src_mean = float(np.asarray(im).mean())
     if im.size != job.size:
         im = im.resize(job.size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     job.dst.parent.mkdir(parents=True, exist_ok=True)
     im.save(job.dst, "JPEG", quality=quality, subsampling=0, optimize=True)
     with Image.open(job.dst) as back:  # the mean the GT rule will see in the pack
         mean = float(np.asarray(back.convert("RGB")).mean())
-    return job.dst.stat().st_size, mean
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    return _open_rgb(path).size
+    return job.dst.stat().st_size, src_mean, mean
 
 
 def plan(data: Path, dst: Path, *, short_side: int, exclude_photos: Sequence[str]) -> tuple[list[Job], dict]:
@@ -95,7 +92,7 @@ def plan(data: Path, dst: Path, *, short_side: int, exclude_photos: Sequence[str
     stacks = data / "stacks"
     if stacks.is_dir():
         for sid, files in find_scenes(stacks).items():
-            size = scaled_size(_image_size(files[0]), short_side)  # all frames of a scene share a size
+            size = scaled_size(image_size(files[0]), short_side)  # all frames of a scene share a size
             scenes[sid] = [Job(f, dst / "stacks" / sid / (f.stem + ".jpg"), size) for f in files]
             jobs += scenes[sid]
     photos = data / "photos"
@@ -107,7 +104,7 @@ def plan(data: Path, dst: Path, *, short_side: int, exclude_photos: Sequence[str
             rel = f.relative_to(photos)
             if rel.parts[0] in exclude_photos:
                 continue
-            jobs.append(Job(f, dst / "photos" / rel.with_suffix(".jpg"), scaled_size(_image_size(f), short_side)))
+            jobs.append(Job(f, dst / "photos" / rel.with_suffix(".jpg"), scaled_size(image_size(f), short_side)))
     if not jobs:
         raise DatasetError(f"{data} has no stacks/ or photos/ images to pack (point --data at the folder holding them)")
     stems = {}
@@ -138,12 +135,9 @@ def pack(data: str | Path, out: str | Path, *, short_side: int = 384, quality: i
         with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
             results = list(pool.map(_write, jobs, [quality] * len(jobs), chunksize=8))
         total = sum(r[0] for r in results)
-        means = {j.dst: r[1] for j, r in zip(jobs, results, strict=True)}
-        changed = []
-        for sid, sj in scenes.items():  # the GT rule on the pack must pick the frames it picks on the source
-            src_means = [float(np.asarray(_open_rgb(j.src)).mean()) for j in sj]
-            if rule_roles(src_means) != rule_roles([means[j.dst] for j in sj]):
-                changed.append(sid)
+        means = {j.dst: (r[1], r[2]) for j, r in zip(jobs, results, strict=True)}
+        changed = [sid for sid, sj in scenes.items()  # the GT rule must pick the same frames in the pack
+                   if rule_roles([means[j.dst][0] for j in sj]) != rule_roles([means[j.dst][1] for j in sj])]
         if changed and strict:
             raise DatasetError(f"the GT rule picks other frames in the pack for {len(changed)} scene(s): "
                                f"{', '.join(changed[:8])}; raise --quality or --short-side, or drop --strict")
