@@ -26,6 +26,28 @@ def linear_to_srgb(x: Tensor) -> Tensor:
     return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x.clamp_min(0.0031308) ** (1 / 2.4) - 0.055)
 
 
+_XYZ_FROM_LINEAR = ((0.4124564, 0.3575761, 0.1804375),
+                    (0.2126729, 0.7151522, 0.0721750),
+                    (0.0193339, 0.1191920, 0.9503041))
+_D65_WHITE = (0.95047, 1.0, 1.08883)
+
+
+def srgb_to_lab(x: Tensor) -> Tensor:
+    """(..., 3, H, W) sRGB in [0, 1] -> CIELAB (D65): L* in [0, 100], a*, b*; same shape and dtype.
+
+    Differentiable everywhere (the cube root's steep start is the standard's linear segment), so losses
+    can use it; metrics pass float64.
+    """
+    lin = srgb_to_linear(x)
+    m = torch.tensor(_XYZ_FROM_LINEAR, dtype=x.dtype, device=x.device)
+    xyz = torch.einsum("ij,...jhw->...ihw", m, lin)
+    t = xyz / torch.tensor(_D65_WHITE, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    knee = (6 / 29) ** 3
+    f = torch.where(t > knee, t.clamp_min(knee) ** (1 / 3), t / (3 * (6 / 29) ** 2) + 4 / 29)
+    fx, fy, fz = f.unbind(dim=-3)
+    return torch.stack((116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)), dim=-3)
+
+
 def check_images(images: Tensor, *, name: str = "images") -> Tensor:
     """Validate a (B, C, H, W) float batch in [0, 1] with C in {1, 3, 4}; return it clamped to [0, 1]."""
     if not isinstance(images, Tensor):

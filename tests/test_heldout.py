@@ -19,6 +19,7 @@ from training.heldout import (
     look_stats,
     markdown,
     score,
+    sky_look,
     srgb_to_lab,
     summarise,
 )
@@ -117,8 +118,31 @@ def test_highlight_look_sees_a_blown_sky_come_back_grey():
     assert all(math.isnan(v) for v in highlight_look(target * 0.9, grey, target))  # nothing clipped: no figure
     rows = [Row("grey", "photos/over", "a", 20, 0.8, 1, 1, out_chroma, target_chroma, de),
             Row("grey", "photos/over", "b", 20, 0.8, 1, 1)]  # b: nothing clipped, left out of the highlight figures
-    *_, ratio, mean_de, clipped = summarise(rows)[("grey", "photos/over")]
-    assert ratio == pytest.approx(out_chroma / target_chroma) and mean_de == pytest.approx(de) and clipped == 1
+    summary = summarise(rows)[("grey", "photos/over")]
+    assert summary.hl_chroma_ratio == pytest.approx(out_chroma / target_chroma)
+    assert summary.hl_de == pytest.approx(de) and summary.n_clipped == 1 and summary.n == 2
+
+
+def test_sky_look_tells_a_blue_sky_from_a_teal_or_grey_one():
+    target = torch.empty(3, 20, 20)
+    target[:] = torch.tensor([0.42, 0.62, 0.86]).view(3, 1, 1)  # a light blue sky (b* about -36)...
+    target[:, 10:] = torch.tensor([0.35, 0.3, 0.2]).view(3, 1, 1)  # ...over brown land
+    teal = target.clone()
+    teal[:, :10] = torch.tensor([0.42, 0.70, 0.74]).view(3, 1, 1)
+    grey = target.clone()
+    grey[:, :10] = 0.7
+    out_b, target_b = sky_look(target, target)
+    assert out_b == pytest.approx(target_b) and target_b < -30
+    assert sky_look(teal, target)[0] > target_b + 15  # teal has lost most of the blue
+    assert abs(sky_look(grey, target)[0]) < 0.5  # grey has none
+    land = target.clone()
+    land[:, :10] = target[:, 10:]
+    assert all(math.isnan(v) for v in sky_look(grey, land))  # no sky in the target: no figure
+    rows = [Row("teal", "photos/over", "a", 20, 0.8, 1, 1, *(math.nan,) * 3, *sky_look(teal, target)),
+            Row("teal", "photos/over", "b", 20, 0.8, 1, 1)]
+    summary = summarise(rows)[("teal", "photos/over")]
+    assert summary.n_sky == 1 and summary.sky_target_b == pytest.approx(target_b)
+    assert "sky b*" in markdown(rows)
 
 
 def test_score_reports_every_method_and_subset(data_root: Path, tmp_path: Path):

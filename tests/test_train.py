@@ -423,3 +423,23 @@ def test_max_minutes_run_ends_annealed_exported_and_resumable(tmp_path):
     assert result["history"][-1]["lr"] < 0.05 * cfg.train.lr  # the cosine reached its end: annealed, not cut off
     again = train(cfg)  # resuming keeps the schedule the budget chose
     assert again["step"] == step
+
+
+def test_lab_chroma_loss_sees_a_teal_sky_and_pulls_it_blue():
+    from restorex_core.images import srgb_to_lab
+    from training.losses import lab_chroma_loss
+
+    sky = torch.tensor([0.42, 0.62, 0.86]).view(1, 3, 1, 1).expand(1, 3, 16, 16)  # a light blue sky
+    teal = torch.tensor([0.42, 0.70, 0.74]).view(1, 3, 1, 1).expand(1, 3, 16, 16)  # v3's darkened cyan-white
+    assert float(lab_chroma_loss(sky, sky)) == 0.0
+    # the blue-yellow axis is what differs: CIELAB b* of the teal is ~20 higher (less blue) than the sky's
+    assert float(srgb_to_lab(teal)[0, 2, 0, 0] - srgb_to_lab(sky)[0, 2, 0, 0]) > 15
+    d = (srgb_to_lab(teal) - srgb_to_lab(sky))[0, 1:, 0, 0].abs()
+    assert float(lab_chroma_loss(teal, sky)) == pytest.approx(float(d.mean()) / 100, rel=1e-4)  # a*, b* units / 100
+    # and it stays finite and differentiable at black and white, where the cube root is steepest
+    edges = torch.cat([torch.zeros(1, 3, 8, 16), torch.ones(1, 3, 8, 16)], dim=2).requires_grad_(True)
+    lab_chroma_loss(edges, sky).backward()
+    assert torch.isfinite(edges.grad).all()
+    teal = teal.clone().requires_grad_(True)
+    lab_chroma_loss(teal, sky).backward()
+    assert teal.grad[:, 1].mean() > 0 > teal.grad[:, 2].mean()  # descent takes green out and adds blue

@@ -302,6 +302,38 @@ def test_paired_transform_applies_the_same_geometry():
     assert len(seen) > 10  # crops differ from call to call
 
 
+def test_upright_transform_keeps_up_up():
+    # a vertical ramp: brightness falls from top to bottom, as from sky to ground
+    ramp = torch.linspace(1.0, 0.0, 16).view(1, 16, 1).expand(3, 16, 16).contiguous()
+    item = {"input": ramp, "target": ramp.clone(), "name": "n", "exposure": "over"}
+    gen = torch.Generator().manual_seed(0)
+    dihedral = [PairedTransform(8, generator=gen)(item)["input"] for _ in range(40)]
+    upright = [PairedTransform(8, upright=True, generator=gen)(item)["input"] for _ in range(40)]
+    def sky_above(x):
+        return bool(x[:, 0].mean() > x[:, -1].mean())
+    assert all(sky_above(x) for x in upright)
+    assert sum(not sky_above(x) for x in dihedral) > 10  # the default set turns it upside down or sideways
+    # horizontal flips remain: a left-right ramp comes out both ways
+    lr = ramp.transpose(1, 2).contiguous()
+    side = [PairedTransform(8, upright=True, generator=gen)({**item, "input": lr, "target": lr})["input"]
+            for _ in range(20)]
+    assert {bool(x[:, :, 0].mean() > x[:, :, -1].mean()) for x in side} == {True, False}
+
+
+def test_upright_reaches_the_training_stream():
+    from training.config import DataSection
+    from training.stream import TrainStream
+
+    d = DataSection(kind="procedural", crop=16, upright=True)
+    stream = TrainStream(d, 0, None, None, 4)
+    assert stream[0]["input"].shape == (3, 16, 16)
+    ramp = torch.linspace(1.0, 0.0, 32).view(1, 32, 1).expand(3, 32, 32).contiguous()
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        x, _ = stream._crop(ramp, ramp, rng)
+        assert x[:, 0].mean() > x[:, -1].mean()
+
+
 def test_paired_transform_small_images_resize_or_pad():
     src = _item(6, 10)
     up = PairedTransform(16, flip=False, rot90=False)(src)
@@ -330,3 +362,28 @@ def test_training_reads_16_bit_colour_png_exactly_with_the_cli_reader(tmp_path):
     assert np.array_equal(np.rint(loaded.numpy() * 65535).astype(np.uint16), values)
     rgba = write_image(tmp_path / "deep_alpha.png", torch.rand(1, 4, 6, 6), bit_depth=16)
     assert load_image(rgba).shape == (3, 6, 6)  # alpha dropped
+
+
+def test_sky_repeat_draws_the_photos_with_a_blue_sky_more_often(tmp_path):
+    from training.config import DataSection, TrainConfig
+    from training.stream import build_data, shows_blue_sky
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    sky = np.zeros((48, 64, 3), np.uint8)
+    sky[:24] = (107, 158, 219)  # a light blue sky over...
+    sky[24:] = (90, 75, 50)  # ...brown land
+    Image.fromarray(sky).save(photos / "sky.png")
+    Image.fromarray(np.full((48, 64, 3), (200, 200, 195), np.uint8)).save(photos / "wall.png")  # white, not blue
+    Image.fromarray(np.full((48, 64, 3), (30, 40, 120), np.uint8)).save(photos / "navy.png")  # blue, but dark
+    assert [shows_blue_sky(photos / f) for f in ("sky.png", "wall.png", "navy.png")] == [True, False, False]
+    counts = {}
+    for repeat in (1, 3):
+        d = DataSection(kind="synthetic", root=str(photos), crop=16, sky_repeat=repeat)
+        stream, _ = build_data(d, seed=0)
+        counts[repeat] = sorted(p.name for p in stream.photos)
+        assert stream.epoch_len == len(stream.photos)  # synthetic only: an epoch is every listed photo once
+    assert counts[1] == ["navy.png", "sky.png", "wall.png"]
+    assert counts[3] == ["navy.png", "sky.png", "sky.png", "sky.png", "wall.png"]
+    with pytest.raises(ValueError, match="sky_repeat"):
+        TrainConfig.from_dict({"data": {"sky_repeat": 0}})

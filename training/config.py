@@ -81,6 +81,8 @@ class DataSection:
     crop: int = 224
     batch_size: int = 4  # per process
     resize_short: tuple[int, int] = (0, 0)  # random rescale of the short side into [lo, hi] before cropping
+    upright: bool = False  # augment with horizontal flips only (no vertical flips, no rot90): skies stay up
+    sky_repeat: int = 1  # synthetic photos showing a blue sky (training.stream.shows_blue_sky) drawn this many times
     num_workers: int = 2
 
 
@@ -106,6 +108,7 @@ class TrainConfig:
                   (d.kind in KINDS, f"data.kind {d.kind!r} is not one of {', '.join(KINDS)}"),
                   (d.crop % 8 == 0, f"data.crop {d.crop} must be a multiple of 8 (three 2x downsamplings)"),
                   (0.0 <= d.synthetic_ratio <= 1.0, "data.synthetic_ratio must be in [0, 1]"),
+                  (d.sky_repeat >= 1, "data.sky_repeat must be 1 (off) or more"),
                   (t.schedule in ("cosine", "constant"), "train.schedule must be cosine or constant"),
                   (t.max_minutes >= 0, "train.max_minutes must be >= 0 (0: no wall-clock budget)"),
                   (set(t.freeze) <= {"pem_reference", "pem_input", "ffedm", "restormer", "clip"},

@@ -106,18 +106,21 @@ class PairedTransform:
         crop: output side in pixels; None keeps the full image.
         flip: random horizontal and vertical flips.
         rot90: random rotation by a multiple of 90 degrees (square crops keep their shape).
+        upright: keep the image's up direction: horizontal flips only, never a vertical flip or a rotation
+            (the sky stays above the ground, where a photo's colour and light come from).
         small: what to do when a side is shorter than ``crop``: ``"resize"`` (bicubic upscale, keeping
             the aspect ratio) or ``"pad"`` (reflect padding, replicate where the image is too small).
         generator: torch RNG; None uses the global one (seeded per DataLoader worker by torch).
     """
 
-    def __init__(self, crop: int | None = None, *, flip: bool = True, rot90: bool = True,
+    def __init__(self, crop: int | None = None, *, flip: bool = True, rot90: bool = True, upright: bool = False,
                  small: str = "resize", generator: torch.Generator | None = None) -> None:
         if small not in ("resize", "pad"):
             raise ValueError(f"small={small!r}; use 'resize' or 'pad'")
         if crop is not None and crop < 1:
             raise ValueError(f"crop={crop} must be a positive number of pixels")
         self.crop, self.flip, self.rot90, self.small, self.generator = crop, flip, rot90, small, generator
+        self.upright = upright
 
     def _randint(self, high: int) -> int:
         return int(torch.randint(high, (1,), generator=self.generator)) if high > 1 else 0
@@ -148,9 +151,9 @@ class PairedTransform:
         if self.flip:
             if self._randint(2):
                 x, y = x.flip(-1), y.flip(-1)
-            if self._randint(2):
+            if not self.upright and self._randint(2):
                 x, y = x.flip(-2), y.flip(-2)
-        if self.rot90:
+        if self.rot90 and not self.upright:
             k = self._randint(4)
             x, y = torch.rot90(x, k, (-2, -1)), torch.rot90(y, k, (-2, -1))
         return {**item, "input": x.contiguous(), "target": y.contiguous()}

@@ -20,7 +20,10 @@ statistics of the look against the target, averaged over the images:
   reaches :data:`CLIPPED`): over those pixels only, the chroma ratio (mean C*ab of the outputs over that of
   the targets, pooled over the images: below 1 = a blown sky comes back greyer than the target's; pooled
   because a blown white window has almost no target chroma to divide by) and the mean CIELAB colour
-  difference dE*ab to the target.
+  difference dE*ab to the target;
+* **sky b*** (the images whose target has at least :data:`MIN_SKY` light-blue pixels, :data:`SKY`): the mean
+  CIELAB b* of the output and of the target over those pixels.  A blue sky has b* well below 0; a model that
+  turns a partly blown sky teal or grey leaves it near 0.
 
 Usage (any number of ``--weights LABEL=FILE``; the baselines always run)::
 
@@ -49,17 +52,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from restorex_core.files import atomic_write, atomic_write_text
-from restorex_core.images import srgb_to_linear
+from restorex_core.images import srgb_to_lab as _srgb_to_lab
 
 from .baselines import get_baseline
 from .config import read_toml
-from .metrics import image_metrics
+from .metrics import MIN_SKY, SKY, image_metrics, sky_mask
 from .stacks import StackDataset
 from .synthetic import SyntheticExposureDataset, find_images
 
@@ -78,18 +82,8 @@ Method = Callable[[Tensor], Tensor]  # (3, H, W) in [0, 1] -> (3, H, W) in [0, 1
 
 # ------------------------------------------------------------------------------------- the look
 def srgb_to_lab(x: Tensor) -> Tensor:
-    """(3, H, W) or (B, 3, H, W) sRGB in [0, 1] -> CIELAB (D65), same shape, float64."""
-    x = x.detach().to(torch.float64)
-    lin = srgb_to_linear(x)
-    m = torch.tensor([[0.4124564, 0.3575761, 0.1804375],
-                      [0.2126729, 0.7151522, 0.0721750],
-                      [0.0193339, 0.1191920, 0.9503041]], dtype=torch.float64, device=x.device)
-    xyz = torch.einsum("ij,...jhw->...ihw", m, lin)
-    white = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64, device=x.device).view(3, 1, 1)
-    t = xyz / white
-    f = torch.where(t > (6 / 29) ** 3, t.clamp_min(1e-12) ** (1 / 3), t / (3 * (6 / 29) ** 2) + 4 / 29)
-    fx, fy, fz = f.unbind(dim=-3)
-    return torch.stack((116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)), dim=-3)
+    """(3, H, W) or (B, 3, H, W) sRGB in [0, 1] -> CIELAB (D65), same shape, float64, detached."""
+    return _srgb_to_lab(x.detach().to(torch.float64))
 
 
 def chroma_map(lab: Tensor) -> Tensor:
@@ -118,6 +112,16 @@ def highlight_look(image: Tensor, output: Tensor, target: Tensor) -> tuple[float
     lo, lt = srgb_to_lab(output[:3]), srgb_to_lab(target[:3])
     co, ct = (chroma_map(lab)[mask].mean() for lab in (lo, lt))
     return float(co), float(ct), float((lo - lt).norm(dim=0)[mask].mean())
+
+
+def sky_look(output: Tensor, target: Tensor) -> tuple[float, float]:
+    """(mean CIELAB b* of the output, of the target) over the target's light-blue pixels (:data:`SKY`): whether
+    blue skies come back blue (b* well below 0) or grey / teal (near 0); NaNs under :data:`MIN_SKY` of them."""
+    lt = srgb_to_lab(target[:3])
+    mask = sky_mask(lt)
+    if float(mask.float().mean()) < MIN_SKY:
+        return math.nan, math.nan
+    return float(srgb_to_lab(output[:3])[2][mask].mean()), float(lt[2][mask].mean())
 
 
 # ------------------------------------------------------------------------------------ the subsets
@@ -181,6 +185,8 @@ class Row:
     hl_chroma: float = math.nan  # highlight_look's output C*ab: NaN where the input has (almost) nothing clipped
     hl_target_chroma: float = math.nan
     hl_de: float = math.nan
+    sky_b: float = math.nan  # sky_look's output b*: NaN where the target has (almost) no light-blue sky
+    sky_target_b: float = math.nan
 
 
 def model_method(model: torch.nn.Module, *, seed: int = 0, tile: int | None = None) -> Method:
@@ -241,25 +247,42 @@ def score(methods: dict[str, Method], subsets: Sequence[Subset], *, limit: int |
             for label, fn in methods.items():
                 out = (fn(x, y) if getattr(fn, "needs_target", False) else fn(x)).clamp(0, 1)
                 rows.append(Row(label, sub.name, item["name"], *image_metrics(out, y), *look_ratios(out, y),
-                                *highlight_look(x, out, y)))
+                                *highlight_look(x, out, y), *sky_look(out, y)))
         logger.info("%s: %d images (%.0f s)", sub.name, n, time.monotonic() - t0)
     return rows
 
 
-Summary = tuple[float, float, float, float, int, float, float, int]
+class Summary(NamedTuple):
+    """One (method, subset): means over its images; the highlight figures over the images with clipped
+    highlights, the sky figures over those with a light-blue sky in the target."""
+    psnr: float
+    ssim: float
+    chroma: float
+    contrast: float
+    n: int
+    hl_chroma_ratio: float
+    hl_de: float
+    n_clipped: int
+    sky_b: float
+    sky_target_b: float
+    n_sky: int
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
 
 
 def summarise(rows: Sequence[Row]) -> dict[tuple[str, str], Summary]:
-    """(method, subset) -> (PSNR, SSIM, chroma ratio, contrast ratio, n, highlight chroma ratio, highlight
-    dE, images with clipped highlights): means over the images (the highlight figures over the latter)."""
+    """(method, subset) -> its :class:`Summary`."""
     out = {}
     for key in dict.fromkeys((r.method, r.subset) for r in rows):
         rs = [r for r in rows if (r.method, r.subset) == key]
         hl = [r for r in rs if not math.isnan(r.hl_chroma)]
+        sky = [r for r in rs if not math.isnan(r.sky_b)]
         hl_ratio = sum(r.hl_chroma for r in hl) / max(sum(r.hl_target_chroma for r in hl), 1e-6) if hl else math.nan
-        hl_de = sum(r.hl_de for r in hl) / len(hl) if hl else math.nan
-        out[key] = (*(sum(getattr(r, f) for r in rs) / len(rs) for f in ("psnr", "ssim", "chroma", "contrast")),
-                    len(rs), hl_ratio, hl_de, len(hl))
+        out[key] = Summary(*(_mean([getattr(r, f) for r in rs]) for f in ("psnr", "ssim", "chroma", "contrast")),
+                           len(rs), hl_ratio, _mean([r.hl_de for r in hl]), len(hl),
+                           _mean([r.sky_b for r in sky]), _mean([r.sky_target_b for r in sky]), len(sky))
     return out
 
 
@@ -273,15 +296,20 @@ def markdown(rows: Sequence[Row], command: str = "") -> str:
     parts += ["PSNR (dB) / SSIM on RGB, 8-bit rounded, full resolution; chroma = mean CIELAB C*ab and "
               "contrast = std of L*, each as a ratio to the target's (1.00 = the target's look); highlight "
               f"chroma ratio and dE*ab over the input's clipped pixels (brightest channel >= {CLIPPED}), on the "
-              f"images with at least {MIN_CLIPPED:.0%} of them clipped.", ""]
+              f"images with at least {MIN_CLIPPED:.0%} of them clipped; sky b* = mean CIELAB b* of the output "
+              f"(target) over the target's light-blue pixels (L* > {SKY[0]:g}, b* < {SKY[1]:g}), on the images "
+              f"with at least {MIN_SKY:.0%} of them: blue skies have b* well below 0.", ""]
     for sub in subsets:
-        n, n_hl = summary[(methods[0], sub)][4], summary[(methods[0], sub)][7]
-        parts += [f"## {sub} ({n} images, {n_hl} with clipped highlights)", "",
-                  "| method | PSNR | SSIM | chroma ratio | contrast ratio | highlight chroma ratio | highlight dE |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        first = summary[(methods[0], sub)]
+        parts += [f"## {sub} ({first.n} images, {first.n_clipped} with clipped highlights, {first.n_sky} with "
+                  "a blue sky)", "",
+                  "| method | PSNR | SSIM | chroma ratio | contrast ratio | highlight chroma ratio | highlight dE "
+                  "| sky b* (target) |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for m in methods:
-            p, s, c, k, _, hc, hd, _ = summary[(m, sub)]
-            parts.append(f"| {m} | {p:.2f} | {s:.4f} | {c:.3f} | {k:.3f} | {hc:.3f} | {hd:.2f} |")
+            r = summary[(m, sub)]
+            parts.append(f"| {m} | {r.psnr:.2f} | {r.ssim:.4f} | {r.chroma:.3f} | {r.contrast:.3f} | "
+                         f"{r.hl_chroma_ratio:.3f} | {r.hl_de:.2f} | {r.sky_b:+.1f} ({r.sky_target_b:+.1f}) |")
         parts.append("")
     return "\n".join(parts)
 
@@ -292,16 +320,18 @@ def write(rows: Sequence[Row], out_dir: str | Path, command: str = "") -> list[P
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["method", "subset", "name", "psnr", "ssim", "chroma_ratio", "contrast_ratio", "highlight_chroma",
-                "highlight_target_chroma", "highlight_de"])
+                "highlight_target_chroma", "highlight_de", "sky_b", "sky_target_b"])
     w.writerows([r.method, r.subset, r.name, f"{r.psnr:.4f}", f"{r.ssim:.6f}", f"{r.chroma:.5f}",
-                 f"{r.contrast:.5f}", f"{r.hl_chroma:.4f}", f"{r.hl_target_chroma:.4f}", f"{r.hl_de:.4f}"]
+                 f"{r.contrast:.5f}", f"{r.hl_chroma:.4f}", f"{r.hl_target_chroma:.4f}", f"{r.hl_de:.4f}",
+                 f"{r.sky_b:.3f}", f"{r.sky_target_b:.3f}"]
                 for r in rows)
     summary = io.StringIO()
     w = csv.writer(summary)
     w.writerow(["method", "subset", "images", "psnr", "ssim", "chroma_ratio", "contrast_ratio",
-                "images_clipped", "highlight_chroma_ratio", "highlight_de"])
-    w.writerows([m, s, n, f"{p:.4f}", f"{q:.6f}", f"{c:.5f}", f"{k:.5f}", n_hl, f"{hc:.5f}", f"{hd:.4f}"]
-                for (m, s), (p, q, c, k, n, hc, hd, n_hl) in summarise(rows).items())
+                "images_clipped", "highlight_chroma_ratio", "highlight_de", "images_sky", "sky_b", "sky_target_b"])
+    w.writerows([m, s, r.n, f"{r.psnr:.4f}", f"{r.ssim:.6f}", f"{r.chroma:.5f}", f"{r.contrast:.5f}", r.n_clipped,
+                 f"{r.hl_chroma_ratio:.5f}", f"{r.hl_de:.4f}", r.n_sky, f"{r.sky_b:.3f}", f"{r.sky_target_b:.3f}"]
+                for (m, s), r in summarise(rows).items())
     files = {"heldout_results.csv": buf.getvalue(), "heldout_summary.csv": summary.getvalue(),
              "heldout_summary.md": markdown(rows, command)}
     return [atomic_write_text(out / name, text) for name, text in files.items()]

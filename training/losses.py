@@ -30,6 +30,7 @@ from torch.func import functional_call
 from restorex_core import Priors, RestoreX
 from restorex_core.arch.clip_vit import ClipVision
 from restorex_core.arch.pem import pool_tokens
+from restorex_core.images import srgb_to_lab
 
 SapTokens = Literal["prior", "all"]
 
@@ -88,6 +89,15 @@ def cast_loss(output: Tensor, target: Tensor) -> Tensor:
     content; this names it once per image (the warm veil the v2 default left on darkened, clipped skies)."""
     co, ct = (opponent_chroma(t).mean(dim=(2, 3)) for t in (output, target))
     return F.l1_loss(co, ct)
+
+
+def lab_chroma_loss(output: Tensor, target: Tensor) -> Tensor:
+    """Perceptual colour term: L1 between the CIELAB a*, b* of output and target at 1/4 resolution, in units
+    of 100 (a b* error of 20, a light blue sky gone teal, costs 0.1).  ``colour_loss`` measures chroma in sRGB
+    differences, which shrink with brightness in the shadows and are not spaced as the eye sees hue; this
+    term weighs a hue error alike at every level."""
+    lo, lt = (srgb_to_lab(F.avg_pool2d(t.float(), 4, ceil_mode=True))[:, 1:] for t in (output, target))
+    return F.l1_loss(lo, lt) / 100.0
 
 
 def highlight_loss(output: Tensor, target: Tensor, lq: Tensor, threshold: float = 0.9) -> Tensor:
@@ -159,6 +169,7 @@ class LossWeights:
     colour: float = 0.0  # colour_loss (not in the paper; against desaturated outputs)
     cast: float = 0.0  # cast_loss (not in the paper; against a global colour cast)
     highlight: float = 0.0  # highlight_loss (not in the paper; against grey clipped skies)
+    lab: float = 0.0  # lab_chroma_loss (not in the paper; against teal skies)
     eps: float = 1.0  # eq. 6 term, ffedm.objective = "epsilon" only
     sap_tokens: SapTokens = "prior"
     sap_encoder_grad: bool = False  # let L_SAP train a trainable encoder too (risks feature collapse)
@@ -208,6 +219,8 @@ class Objective(nn.Module):
                 terms["cast"] = cast_loss(out, gt)
             if w.highlight > 0:
                 terms["highlight"] = highlight_loss(out, gt, lq)
+            if w.lab > 0:
+                terms["lab"] = lab_chroma_loss(out, gt)
             if w.sap > 0:
                 terms["sap"] = sap_loss(m.clip, out, gt, token=m.config.pem.token, tokens=w.sap_tokens,
                                         encoder_grad=w.sap_encoder_grad)

@@ -99,3 +99,11 @@ def image_metrics(pred: Tensor, target: Tensor) -> tuple[float, float]:
     """(PSNR dB, SSIM) of one (C, H, W) image pair as Python floats."""
     return float(psnr(pred, target)), float(ssim(pred, target))
 
+
+SKY = (55.0, -8.0)  # a pixel with CIELAB L* above and b* below these is light blue: sky-like
+MIN_SKY = 0.02  # the fraction of sky-like pixels from which an image counts as showing a blue sky
+
+
+def sky_mask(lab: Tensor) -> Tensor:
+    """(3, H, W) CIELAB -> (H, W) bool: the light-blue, sky-like pixels (:data:`SKY`)."""
+    return (lab[0] > SKY[0]) & (lab[2] < SKY[1])

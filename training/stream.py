@@ -10,8 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from restorex_core.images import srgb_to_lab
+
 from .config import DataSection, expand
 from .data import DATASETS, PairedTransform, StackDataset, build_dataset, load_image, render_exposure
+from .metrics import MIN_SKY, sky_mask
 from .synthetic import find_images
 
 
@@ -63,7 +66,8 @@ class TrainStream(Dataset):
             s = rng.uniform(lo, hi) / min(y.shape[-2:])
             size = (max(1, round(y.shape[-2] * s)), max(1, round(y.shape[-1] * s)))
             x, y = (F.interpolate(t[None], size=size, mode="bilinear", antialias=True)[0].clamp(0, 1) for t in (x, y))
-        crop = PairedTransform(self.d.crop, generator=torch.Generator().manual_seed(int(rng.integers(1 << 62))))
+        crop = PairedTransform(self.d.crop, upright=self.d.upright,
+                               generator=torch.Generator().manual_seed(int(rng.integers(1 << 62))))
         item = crop({"input": x, "target": y, "name": ""})
         return item["input"], item["target"]
 
@@ -117,6 +121,17 @@ def _scenes(entries: tuple[str, ...]) -> str | list[str] | None:
     return list(entries) or None
 
 
+def shows_blue_sky(path: Path) -> bool:
+    """Whether a well-exposed photo has at least :data:`training.metrics.MIN_SKY` light-blue, sky-like pixels
+    (judged on a copy of at most 128 px)."""
+    photo = load_image(path)
+    h, w = photo.shape[-2:]
+    s = min(1.0, 128 / max(h, w))
+    small = F.interpolate(photo[None], size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear",
+                          antialias=True)[0].clamp(0, 1)
+    return float(sky_mask(srgb_to_lab(small.double())).float().mean()) >= MIN_SKY
+
+
 def build_data(d: DataSection, seed: int) -> tuple[TrainStream, Any]:
     """The training stream and the validation set (None for kind = synthetic) of a config."""
     if d.kind == "procedural":
@@ -141,6 +156,8 @@ def build_data(d: DataSection, seed: int) -> tuple[TrainStream, Any]:
             photos = StackDataset(root, scenes=scenes, exclude=held_out).gt_files()
         else:
             raise ValueError("data.synthetic_ratio > 0 needs data.synthetic_root (a folder of well-exposed photos)")
+        if d.sky_repeat > 1:  # the photos with a blue sky, listed sky_repeat times in all
+            photos += [p for p in photos if shows_blue_sky(p)] * (d.sky_repeat - 1)
     if spec.scenes:  # validation = the held-out scenes
         val = held_out and build_dataset(d.kind, root, scenes=held_out,
                                          **({"pairs": d.val_pairs} if "pairs" in spec.options else {}))
