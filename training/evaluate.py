@@ -27,7 +27,6 @@ import argparse
 import csv
 import io
 import logging
-import math
 import re
 import sys
 import time
@@ -43,7 +42,7 @@ from restorex_core.files import atomic_write_text
 
 from .baselines import BASELINES, Baseline, get_baseline
 from .data import DATASETS, build_dataset
-from .metrics import image_metrics
+from .metrics import image_metrics, mean_or_nan
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +56,6 @@ class Record:
     exposure: str
     psnr: float
     ssim: float
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else math.nan
 
 
 def exposure_order(label: str) -> tuple:
@@ -86,7 +81,7 @@ class EvalResult:
 
     def _scores(self, method: str, exposure: str | None = None) -> tuple[float, float, int]:
         rs = [r for r in self.records if r.method == method and (exposure is None or r.exposure == exposure)]
-        return _mean([r.psnr for r in rs]), _mean([r.ssim for r in rs]), len(rs)
+        return mean_or_nan([r.psnr for r in rs]), mean_or_nan([r.ssim for r in rs]), len(rs)
 
     def summary(self) -> dict[str, tuple[float, float, int]]:
         """method -> (mean PSNR, mean SSIM, images)."""

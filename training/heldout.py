@@ -63,7 +63,7 @@ from restorex_core.images import srgb_to_lab as _srgb_to_lab
 
 from .baselines import get_baseline
 from .config import read_toml
-from .metrics import MIN_SKY, SKY, image_metrics, sky_mask
+from .metrics import MIN_SKY, SKY, image_metrics, mean_or_nan, sky_mask
 from .stacks import StackDataset
 from .synthetic import SyntheticExposureDataset, find_images
 
@@ -268,10 +268,6 @@ class Summary(NamedTuple):
     n_sky: int
 
 
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else math.nan
-
-
 def summarise(rows: Sequence[Row]) -> dict[tuple[str, str], Summary]:
     """(method, subset) -> its :class:`Summary`."""
     out = {}
@@ -280,9 +276,9 @@ def summarise(rows: Sequence[Row]) -> dict[tuple[str, str], Summary]:
         hl = [r for r in rs if not math.isnan(r.hl_chroma)]
         sky = [r for r in rs if not math.isnan(r.sky_b)]
         hl_ratio = sum(r.hl_chroma for r in hl) / max(sum(r.hl_target_chroma for r in hl), 1e-6) if hl else math.nan
-        out[key] = Summary(*(_mean([getattr(r, f) for r in rs]) for f in ("psnr", "ssim", "chroma", "contrast")),
-                           len(rs), hl_ratio, _mean([r.hl_de for r in hl]), len(hl),
-                           _mean([r.sky_b for r in sky]), _mean([r.sky_target_b for r in sky]), len(sky))
+        out[key] = Summary(*(mean_or_nan([getattr(r, f) for r in rs]) for f in ("psnr", "ssim", "chroma", "contrast")),
+                           len(rs), hl_ratio, mean_or_nan([r.hl_de for r in hl]), len(hl),
+                           mean_or_nan([r.sky_b for r in sky]), mean_or_nan([r.sky_target_b for r in sky]), len(sky))
     return out
 
 

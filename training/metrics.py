@@ -8,9 +8,14 @@ over the three channels.  This equals scikit-image's
 ``structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
 data_range=255, channel_axis=-1)``, which filters with reflection and then crops the 5-pixel border.
 Computed in float64 with torch, on whatever device the images are on.
+
+Also the sky rule of the held-out look figures and the sky-rich training mix (:func:`sky_mask`).
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -98,6 +103,11 @@ def ssim(pred: Tensor, target: Tensor) -> Tensor:
 def image_metrics(pred: Tensor, target: Tensor) -> tuple[float, float]:
     """(PSNR dB, SSIM) of one (C, H, W) image pair as Python floats."""
     return float(psnr(pred, target)), float(ssim(pred, target))
+
+
+def mean_or_nan(values: Sequence[float]) -> float:
+    """The mean of ``values``; NaN for none (a table cell with no image to average)."""
+    return sum(values) / len(values) if values else math.nan
 
 
 SKY = (55.0, -8.0)  # a pixel with CIELAB L* above and b* below these is light blue: sky-like
