@@ -93,9 +93,9 @@ def cast_loss(output: Tensor, target: Tensor) -> Tensor:
 
 def lab_chroma_loss(output: Tensor, target: Tensor) -> Tensor:
     """Perceptual colour term: L1 between the CIELAB a*, b* of output and target at 1/4 resolution, in units
-    of 100 (a b* error of 20, a light blue sky gone teal, costs 0.1).  ``colour_loss`` measures chroma in sRGB
-    differences, which shrink with brightness in the shadows and are not spaced as the eye sees hue; this
-    term weighs a hue error alike at every level."""
+    of 100 (a b* error of 20 alone, a light blue sky gone grey-teal, costs 0.1).  ``colour_loss`` measures
+    chroma as sRGB channel differences, which are not spaced as the eye sees hue and saturation; this term is.
+    Tried against v3's teal skies, it did not move them (weights/README.md, "Sixth session")."""
     lo, lt = (srgb_to_lab(F.avg_pool2d(t.float(), 4, ceil_mode=True))[:, 1:] for t in (output, target))
     return F.l1_loss(lo, lt) / 100.0
 
