@@ -93,35 +93,49 @@ def chroma_map(lab: Tensor) -> Tensor:
 
 def look_stats(image: Tensor) -> tuple[float, float]:
     """(mean CIELAB chroma C*ab, RMS contrast = std of L*) of one (3, H, W) image in [0, 1]."""
-    lab = srgb_to_lab(image[:3])
-    return float(chroma_map(lab).mean()), float(lab[0].std())
+    return _stats(srgb_to_lab(image[:3]))
 
 
 def look_ratios(output: Tensor, target: Tensor) -> tuple[float, float]:
     """(chroma ratio, contrast ratio) of output against target; 1.0 means the target's look."""
-    (co, ko), (ct, kt) = look_stats(output), look_stats(target)
-    return co / max(ct, 1e-6), ko / max(kt, 1e-6)
+    return _ratios(srgb_to_lab(output[:3]), srgb_to_lab(target[:3]))
 
 
 def highlight_look(image: Tensor, output: Tensor, target: Tensor) -> tuple[float, float, float]:
     """(mean C*ab of the output, of the target, mean dE*ab between them) over the pixels the input ``image``
     has clipped (brightest channel >= :data:`CLIPPED`); NaNs when under :data:`MIN_CLIPPED` of it is clipped."""
-    mask = image[:3].amax(dim=0) >= CLIPPED
-    if float(mask.float().mean()) < MIN_CLIPPED:
-        return math.nan, math.nan, math.nan
-    lo, lt = srgb_to_lab(output[:3]), srgb_to_lab(target[:3])
-    co, ct = (chroma_map(lab)[mask].mean() for lab in (lo, lt))
-    return float(co), float(ct), float((lo - lt).norm(dim=0)[mask].mean())
+    return _highlight(image, srgb_to_lab(output[:3]), srgb_to_lab(target[:3]))
 
 
 def sky_look(output: Tensor, target: Tensor) -> tuple[float, float]:
     """(mean CIELAB b* of the output, of the target) over the target's light-blue pixels (:data:`SKY`): whether
     blue skies come back blue (b* well below 0) or grey / teal (near 0); NaNs under :data:`MIN_SKY` of them."""
-    lt = srgb_to_lab(target[:3])
+    return _sky(srgb_to_lab(output[:3]), srgb_to_lab(target[:3]))
+
+
+# The same figures from CIELAB images, so that score() converts each output and each target once.
+def _stats(lab: Tensor) -> tuple[float, float]:
+    return float(chroma_map(lab).mean()), float(lab[0].std())
+
+
+def _ratios(lo: Tensor, lt: Tensor) -> tuple[float, float]:
+    (co, ko), (ct, kt) = _stats(lo), _stats(lt)
+    return co / max(ct, 1e-6), ko / max(kt, 1e-6)
+
+
+def _highlight(image: Tensor, lo: Tensor, lt: Tensor) -> tuple[float, float, float]:
+    mask = image[:3].amax(dim=0) >= CLIPPED
+    if float(mask.float().mean()) < MIN_CLIPPED:
+        return math.nan, math.nan, math.nan
+    co, ct = (chroma_map(lab)[mask].mean() for lab in (lo, lt))
+    return float(co), float(ct), float((lo - lt).norm(dim=0)[mask].mean())
+
+
+def _sky(lo: Tensor, lt: Tensor) -> tuple[float, float]:
     mask = sky_mask(lt)
     if float(mask.float().mean()) < MIN_SKY:
         return math.nan, math.nan
-    return float(srgb_to_lab(output[:3])[2][mask].mean()), float(lt[2][mask].mean())
+    return float(lo[2][mask].mean()), float(lt[2][mask].mean())
 
 
 # ------------------------------------------------------------------------------------ the subsets
@@ -244,10 +258,12 @@ def score(methods: dict[str, Method], subsets: Sequence[Subset], *, limit: int |
         for k in range(n):
             item = sub[k]
             x, y = item["input"], item["target"]
+            lt = srgb_to_lab(y[:3])
             for label, fn in methods.items():
                 out = (fn(x, y) if getattr(fn, "needs_target", False) else fn(x)).clamp(0, 1)
-                rows.append(Row(label, sub.name, item["name"], *image_metrics(out, y), *look_ratios(out, y),
-                                *highlight_look(x, out, y), *sky_look(out, y)))
+                lo = srgb_to_lab(out[:3])
+                rows.append(Row(label, sub.name, item["name"], *image_metrics(out, y), *_ratios(lo, lt),
+                                *_highlight(x, lo, lt), *_sky(lo, lt)))
         logger.info("%s: %d images (%.0f s)", sub.name, n, time.monotonic() - t0)
     return rows
 
