@@ -244,6 +244,34 @@ def test_highlight_loss_weighs_only_where_the_input_is_clipped():
     assert float(highlight_loss(grey.detach(), target, torch.full_like(lq, 0.4))) == 0.0  # nothing clipped, no term
 
 
+def test_highlight_cast_loss_names_the_mean_colour_of_bright_colourless_regions_only():
+    from training.losses import highlight_cast_loss, opponent_chroma
+
+    lq = torch.full((2, 3, 32, 32), 0.3)
+    lq[0, :, :16, :] = 0.97  # image 0: a blown, near-white sky over the top half; image 1: nothing blown
+    lq[0, 0, :16, :] = 0.93  # a faint cyan tint: still near-colourless
+    target = torch.rand(2, 3, 32, 32) * 0.5
+    target[0, :, :16, :] = torch.tensor([0.55, 0.68, 0.90]).view(3, 1, 1)  # the target's blue sky
+    out = target.clone()
+    out[:, :, 16:, :] += 0.3  # wrong only outside the region: not this term's business
+    out[0, :, :16, :] += 0.05 * torch.randn(3, 16, 32)  # zero-mean noise in the region: its mean is what counts
+    assert float(highlight_cast_loss(out, target, lq)) < 1e-3
+    grey = target.clone()
+    grey[0, :, :16, :] = 0.72  # the sky turned grey
+    grey.requires_grad_(True)
+    loss = highlight_cast_loss(grey, target, lq)
+    want = float(((opponent_chroma(target[:1, :, :16]).mean(dim=(2, 3))) ** 2).sum())  # grey has no chroma
+    assert float(loss.detach()) == pytest.approx(want, rel=1e-4)  # averaged over image 0 alone
+    loss.backward()
+    assert grey.grad[0, :, 16:].abs().sum() == 0 and grey.grad[1].abs().sum() == 0
+    assert grey.grad[0, 2, :16].mean() < 0 < grey.grad[0, 0, :16].mean()  # descent adds blue, takes red away
+    # a bright but coloured input region (a yellow wall) and an input with nothing bright give no term
+    assert float(highlight_cast_loss(grey.detach(), target, torch.full_like(lq, 0.4))) == 0.0
+    yellow = lq.clone()
+    yellow[0, 2, :16, :] = 0.6
+    assert float(highlight_cast_loss(grey.detach(), target, yellow)) == 0.0
+
+
 def test_eps_objective_trains_the_denoisers_with_the_core_scheduler():
     model = RestoreX(RestoreXConfig.tiny().replace(ffedm={"objective": "eps"}))
     model.requires_grad_(False)
