@@ -86,9 +86,9 @@ def hook_latency(model, x: torch.Tensor, delay: float) -> float:
 
 
 def main() -> None:
-    from restorex_cli.imageio import write_image
     from restorex_core import load_checkpoint
     from restorex_core.precision import auto_dtype
+    from restorex_io import write_image
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=Path, default=ROOT / "weights" / "restorex-default.safetensors")

@@ -1,4 +1,4 @@
-"""Command line: ``python -m restorex_cli correct|info`` (``python -m restorex_core`` is an alias).
+"""Command line: ``python -m restorex_cli correct|info`` (installed as ``restorex``).
 
     python -m restorex_cli correct photo.jpg shots/ --out corrected/ [--weights FILE] [--tile auto|N|none]
                                 [--max-memory 4G]
@@ -28,10 +28,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import restorex_io
 from restorex_core.errors import CheckpointError, MissingWeightsError, RestoreXError
 from restorex_core.files import safetensors_metadata
-
-from .imageio import ACCEPTED, is_supported
+from restorex_io import ACCEPTED, ImageFileError, OutputExistsError, is_supported
 
 if TYPE_CHECKING:
     import torch
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.check is not None:
                 args.check(args)  # everything that can be checked before torch and the model load
             return args.run(args)
-    except RestoreXError as e:
+    except (RestoreXError, ImageFileError) as e:
         logger.debug("details", exc_info=True)
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -368,10 +368,8 @@ def correct_file(model: RestoreX, src: Path, dst: Path, args: argparse.Namespace
     image (with or without alpha) comes back gray. ``progress`` is called as (done, total) per Restormer tile."""
     import torch
 
-    from .imageio import read_image, split_alpha, write_image
-
-    loaded = read_image(src)
-    colour, alpha = split_alpha(loaded.tensor)
+    loaded = restorex_io.read_image(src)
+    colour, alpha = restorex_io.split_alpha(loaded.tensor)
     with torch.inference_mode():
         out = model.correct(colour, seed=args.seed, steps=args.steps, tile=args.tile, overlap=args.overlap,
                             max_memory=args.max_memory, progress=progress)
@@ -379,7 +377,21 @@ def correct_file(model: RestoreX, src: Path, dst: Path, args: argparse.Namespace
         if alpha is not None:
             out = torch.cat([out, alpha], dim=1)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    write_image(dst, out, bit_depth=loaded.bit_depth, quality=args.quality, icc_profile=loaded.icc_profile)
+    write_like(dst, out, loaded, args)
+
+
+def write_like(dst: Path, image: torch.Tensor, loaded: restorex_io.LoadedImage, args: argparse.Namespace) -> None:
+    """Write ``image`` as its input file was stored (bit depth, colour profile, alpha association). An output
+    that appeared during the run is replaced only with ``--overwrite``: with ``--skip-existing`` it is left
+    and said so; otherwise writing it fails (:class:`restorex_io.OutputExistsError`)."""
+    try:
+        restorex_io.write_image(dst, image, bit_depth=loaded.bit_depth, quality=args.quality,
+                                icc_profile=loaded.icc_profile, associated_alpha=loaded.associated_alpha,
+                                overwrite=args.overwrite)
+    except OutputExistsError:
+        if not args.skip_existing:
+            raise
+        logger.warning("skipped %s: it appeared during the run (--skip-existing leaves it)", dst)
 
 
 def run_correct(args: argparse.Namespace) -> int:
@@ -446,22 +458,18 @@ class FileFrames:
         return len(self.files)
 
     def __getitem__(self, t: int) -> torch.Tensor:  # (C, H, W)
-        from .imageio import read_image, split_alpha
-
-        loaded = read_image(self.files[t])
-        colour, alpha = split_alpha(loaded.tensor)
+        loaded = restorex_io.read_image(self.files[t])
+        colour, alpha = restorex_io.split_alpha(loaded.tensor)
         self.last = (t, loaded, alpha)
         return colour[0]
 
 
 def correct_sequence_files(model: RestoreX, jobs: list[tuple[Path, Path]], args: argparse.Namespace) -> int:
-    """``correct --sequence``: the jobs as one clip (RestoreX.correct_sequence's two passes, frame by frame)."""
+    """``correct --sequence``: the jobs as one clip (restorex_core.sequence's two passes, frame by frame)."""
     import torch
     from tqdm import tqdm
 
     from restorex_core.sequence import iter_corrected
-
-    from .imageio import write_image
 
     frames = FileFrames([src for src, _ in jobs])
     start, done = time.perf_counter(), 0
@@ -473,8 +481,7 @@ def correct_sequence_files(model: RestoreX, jobs: list[tuple[Path, Path]], args:
                     _, loaded, alpha = frames.last  # batch 1: the frame just read is frame t
                     out = out.float().cpu() if alpha is None else torch.cat([out.float().cpu(), alpha], dim=1)
                     jobs[t][1].parent.mkdir(parents=True, exist_ok=True)
-                    write_image(jobs[t][1], out, bit_depth=loaded.bit_depth, quality=args.quality,
-                                icc_profile=loaded.icc_profile)
+                    write_like(jobs[t][1], out, loaded, args)
                     done += 1
                     bar.update(1)
         except KeyboardInterrupt as e:

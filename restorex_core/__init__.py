@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .model import RestoreX
     from .priors import Priors
     from .scheduler import DDPMScheduler
+    from .sequence import correct_sequence
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ _LAZY = {
     "FFEDMConfig": ".arch.prior_diffusion", "RestormerConfig": ".arch.restormer", "load_checkpoint": ".checkpoint",
     "read_header": ".checkpoint", "save_checkpoint": ".checkpoint", "RestoreXConfig": ".config",
     "load_clip": ".loading", "RestoreX": ".model", "Priors": ".priors", "DDPMScheduler": ".scheduler",
+    "correct_sequence": ".sequence",
 }
 
 
@@ -48,5 +50,6 @@ def __dir__() -> list[str]:
 __all__ = [
     "CheckpointError", "ClipVision", "ClipVisionConfig", "ClipWeightsError", "DDPMScheduler", "FFEDMConfig",
     "ImageInputError", "MissingWeightsError", "PEMConfig", "Priors", "RestoreX", "RestoreXConfig",
-    "RestoreXError", "RestormerConfig", "load_checkpoint", "load_clip", "read_header", "save_checkpoint",
+    "RestoreXError", "RestormerConfig", "correct_sequence", "load_checkpoint", "load_clip", "read_header",
+    "save_checkpoint",
 ]

@@ -3,7 +3,7 @@
 * :func:`correction_weight` / :func:`feather_mask` / :func:`blend`: correct only inside a (feathered) mask and
   at a given strength, keeping an alpha channel untouched.
 * :func:`correct_blended`: the whole one-call correction used by the ExposureCorrect node.
-* :func:`correct_sequence_blended`: the same for a video clip (RestoreX.correct_sequence), used by the
+* :func:`correct_sequence_blended`: the same for a video clip (sequence.correct_sequence), used by the
   ExposureCorrectVideo node.
 
 Pure torch. Images are (B, C, H, W) float in [0, 1] with C in {1, 3, 4}; masks are (B, H, W), (H, W) or
@@ -128,7 +128,7 @@ def correct_sequence_blended(model: RestoreX, frames: Tensor, *, window: int = 9
                              strength: float = 1.0, mask: Tensor | None = None, feather: int = 0,
                              progress: Callable[[int, int], None] | None = None,
                              interrupt: Callable[[], None] | None = None) -> Tensor:
-    """:meth:`RestoreX.correct_sequence` on a clip, each frame blended back as :func:`correct_blended` does.
+    """:func:`.sequence.correct_sequence` on a clip, each frame blended back as :func:`correct_blended` does.
 
     Args:
         frames: (T, C, H, W) float in [0, 1], C in {1, 3, 4}, on any device (each frame moves to the model's

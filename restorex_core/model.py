@@ -23,7 +23,6 @@ from .memory import GUIDE_SIZE, MIN_TILE, TilePlan, default_budget, is_out_of_me
 from .pipeline import sample_priors
 from .priors import Priors
 from .scheduler import DDPMScheduler
-from .sequence import HOLD
 from .tiling import tile_starts, tiled_apply
 
 Progress = Callable[[int, int], None]
@@ -310,38 +309,3 @@ class RestoreX(nn.Module):
                                      interrupt=interrupt)
         return self.restore(images, priors, tile=tile, overlap=overlap, max_memory=max_memory, progress=progress,
                             interrupt=interrupt)
-
-    def correct_sequence(
-        self,
-        frames: Tensor,
-        *,
-        window: int = 9,
-        hold: int = HOLD,
-        seed: int | None = 0,
-        steps: int | None = None,
-        cut_ev: float | None = 1.5,
-        tile: int | None = None,
-        overlap: int = 32,
-        batch: int = 1,
-        progress: Progress | None = None,
-        interrupt: Callable[[], None] | None = None,
-    ) -> Tensor:
-        """Correct a clip without flicker: the same FFEDM noise for every frame, priors smoothed over a centred
-        window of ``window`` (odd) frames, the brightness at the same scene points held over the whole shot
-        (``hold=0``) or ``hold`` (odd) frames, then frame-by-frame restoration in bounded memory. ``window=1``
-        equals :meth:`correct` per frame bit for bit. See :mod:`restorex_core.sequence`.
-
-        Args:
-            frames: (T, C, H, W) float in [0, 1]; the result has the same shape, dtype and device.
-            cut_ev: a sustained input exposure step of more than this many EV is a change of lighting, not
-                averaged across (None: a plain box window).
-            progress: called as (done, T) per frame. interrupt: called between frames; raises to stop.
-        """
-        from .sequence import iter_corrected
-
-        out = torch.empty_like(frames)
-        for t, frame in iter_corrected(self, frames, window=window, hold=hold, seed=seed, steps=steps,
-                                       cut_ev=cut_ev, tile=tile, overlap=overlap, batch=batch, progress=progress,
-                                       interrupt=interrupt):
-            out[t] = frame[0]
-        return out

@@ -378,3 +378,38 @@ def iter_corrected(model: RestoreX, frames: Sequence[Tensor], *, window: int = 9
             yield t, apply_gain(out[i : i + 1], float(plan.gains[t])).to(x.device, x.dtype)
         if progress is not None:
             progress(stop, total)
+
+
+def correct_sequence(
+    model: RestoreX,
+    frames: Tensor,
+    *,
+    window: int = 9,
+    hold: int = HOLD,
+    seed: int | None = 0,
+    steps: int | None = None,
+    cut_ev: float | None = CUT_EV,
+    tile: int | Literal["auto"] | None = None,
+    overlap: int = 32,
+    batch: int = 1,
+    progress: Progress | None = None,
+    interrupt: Interrupt | None = None,
+) -> Tensor:
+    """Correct a clip without flicker: the same FFEDM noise for every frame, priors smoothed over a centred
+    window of ``window`` (odd) frames, the brightness at the same scene points held over the whole shot
+    (``hold=0``) or ``hold`` (odd) frames, then frame-by-frame restoration in bounded memory. ``window=1``
+    equals ``model.correct`` per frame bit for bit. The steps are in this module's docstring; to write
+    frames as they come instead of holding the whole result, use :func:`iter_corrected`.
+
+    Args:
+        model: a loaded :class:`RestoreX`.
+        frames: (T, C, H, W) float in [0, 1]; the result has the same shape, dtype and device.
+        cut_ev: a sustained input exposure step of more than this many EV is a change of lighting, not
+            averaged across (None: a plain box window).
+        progress: called as (done, T) per frame. interrupt: called between frames; raises to stop.
+    """
+    out = torch.empty_like(frames)
+    for t, frame in iter_corrected(model, frames, window=window, hold=hold, seed=seed, steps=steps, cut_ev=cut_ev,
+                                   tile=tile, overlap=overlap, batch=batch, progress=progress, interrupt=interrupt):
+        out[t] = frame[0]
+    return out

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from restorex_cli import cli, imageio
-from restorex_cli.imageio import read_image, write_image
+from restorex_cli import cli
 from restorex_core import RestoreX, RestoreXConfig, load_checkpoint, save_checkpoint
 from restorex_core.errors import CheckpointError, MissingWeightsError
 from restorex_core.precision import auto_dtype
+from restorex_io import png16, read_image, write_image
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -157,7 +157,7 @@ def test_ctrl_c_exits_130_and_leaves_no_partial_file(tmp_path, capsys, checkpoin
     def interrupted(array, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(imageio, "encode_png", interrupted)
+    monkeypatch.setattr(png16, "encode_png", interrupted)
     code, _, err = run(capsys, "correct", tmp_path / "in", "--out", tmp_path / "out", "--weights", checkpoint)
     assert code == 130 and "interrupted" in err
     assert list((tmp_path / "out").iterdir()) == []
@@ -296,14 +296,14 @@ def test_gray_alpha_comes_back_gray_alpha(tmp_path, capsys, checkpoint):
 def test_sigterm_while_writing_exits_143_and_leaves_no_temp_file(tmp_path, capsys, checkpoint, monkeypatch):
     (tmp_path / "in").mkdir()
     write_image(tmp_path / "in" / "deep.png", torch.rand(1, 3, 16, 16), bit_depth=16)
-    encode = imageio.encode_png
+    encode = png16.encode_png
 
     def terminated_mid_write(array, **kwargs):  # a real SIGTERM, delivered while the temporary file is open
         data = encode(array, **kwargs)
         os.kill(os.getpid(), signal.SIGTERM)
         return data
 
-    monkeypatch.setattr(imageio, "encode_png", terminated_mid_write)
+    monkeypatch.setattr(png16, "encode_png", terminated_mid_write)
     previous = signal.getsignal(signal.SIGTERM)
     code, _, err = run(capsys, "correct", tmp_path / "in", "--out", tmp_path / "out", "--weights", checkpoint)
     assert code == 143 and "terminated" in err

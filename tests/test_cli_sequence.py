@@ -1,4 +1,4 @@
-"""``correct --sequence``: a folder of frames corrected as one clip (RestoreX.correct_sequence) from the CLI."""
+"""``correct --sequence``: a folder of frames corrected as one clip (sequence.correct_sequence) from the CLI."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from restorex_cli import cli, imageio
-from restorex_cli.imageio import read_image, write_image
+import restorex_io
+from restorex_cli import cli
 from restorex_core import RestoreX, RestoreXConfig, load_checkpoint, save_checkpoint
 from restorex_core.precision import auto_dtype
+from restorex_core.sequence import correct_sequence
+from restorex_io import read_image, write_image
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def make_clip(folder: Path, frames: int = 5, size: tuple[int, int] = (20, 28)) -
     base = torch.rand(1, 3, *size, generator=g) * 0.5
     paths = []
     for t in range(frames):  # written out of order: the clip is taken sorted by name
-        path = folder / f"frame_{(t * 3) % frames:03d}.png"
+        path = folder / f"frame_{frames - 1 - t:03d}.png"
         write_image(path, (base * (1 + 0.3 * (t % 2))).clamp(0, 1))
         paths.append(path)
     return sorted(paths)
@@ -46,7 +48,7 @@ def test_a_folder_of_frames_is_corrected_as_one_clip_keeping_names(tmp_path, cap
     frames = torch.cat([read_image(f).tensor for f in files])
     model = load_checkpoint(checkpoint, dtype=auto_dtype("cpu"))
     with torch.inference_mode():
-        want = model.correct_sequence(frames, window=3, hold=5, seed=2)
+        want = correct_sequence(model, frames, window=3, hold=5, seed=2)
     got = torch.cat([read_image(tmp_path / "out" / f.name).tensor for f in files])
     assert float((got - want).abs().max()) <= 0.5 / 255 + 1e-6  # 8-bit PNGs round
 
@@ -76,7 +78,7 @@ def test_bad_sequence_arguments_exit_2(tmp_path, capsys, checkpoint, extra, mess
 def test_ctrl_c_between_frames_exits_130_leaving_only_whole_frames(tmp_path, capsys, checkpoint, monkeypatch):
     make_clip(tmp_path / "in", 4)
     written = []
-    real_write = imageio.write_image
+    real_write = restorex_io.write_image
 
     def write_then_interrupt(path, *args, **kwargs):
         if written:
@@ -84,7 +86,7 @@ def test_ctrl_c_between_frames_exits_130_leaving_only_whole_frames(tmp_path, cap
         written.append(path)
         return real_write(path, *args, **kwargs)
 
-    monkeypatch.setattr(imageio, "write_image", write_then_interrupt)
+    monkeypatch.setattr(restorex_io, "write_image", write_then_interrupt)
     code, _, err = run(capsys, "correct", "--sequence", tmp_path / "in", "--out", tmp_path / "out",
                        "--weights", checkpoint, "--window", 3)
     assert code == 130 and "interrupted after 1 of 4 frames" in err

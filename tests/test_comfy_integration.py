@@ -193,13 +193,15 @@ def _frames(path: Path) -> list[np.ndarray]:
 
 def test_video_workflow_corrects_a_48_frame_clip_on_a_real_comfyui(server, tmp_path):
     """Load Image (every frame of an animated WebP) -> Exposure Correct (Video) -> SaveAnimatedWEBP (lossless)."""
+    from restorex_core.sequence import correct_sequence
+
     _clip(server.base / "input" / "rx_clip.webp", 48, 40, 56)
     record, _ = submit(server, VIDEO_WORKFLOW, tmp_path, '1.image="rx_clip.webp"', f'2.model_name="{CHECKPOINT}"')
     (saved,) = record["history"]["outputs"]["4"]["images"]
     got = np.stack(_frames(tmp_path / saved["filename"]))
     clip = torch.from_numpy(np.stack(_frames(server.base / "input" / "rx_clip.webp"))).float().div(255)
     with torch.inference_mode():  # the workflow's widgets: window 9, hold 0, seed 0
-        want = server.model.correct_sequence(clip.permute(0, 3, 1, 2), window=9, hold=0, seed=0)
+        want = correct_sequence(server.model, clip.permute(0, 3, 1, 2), window=9, hold=0, seed=0)
     want = np.clip(255.0 * want.permute(0, 2, 3, 1).numpy(), 0, 255).astype(np.uint8)  # SaveAnimatedWEBP truncates
     assert got.shape == (48, 40, 56, 3)
     diff = np.abs(got.astype(int) - want.astype(int))

@@ -12,9 +12,8 @@ import tifffile
 import torch
 from PIL import Image, ImageOps
 
-from restorex_cli import imageio
-from restorex_cli.imageio import decode_png, encode_png, read_image, write_image
-from restorex_core.errors import ImageInputError
+import restorex_io
+from restorex_io import ImageFileError, decode_png, encode_png, read_image, write_image
 
 
 def random_image(rng: np.random.Generator, channels: int, bit_depth: int, size=(13, 17)) -> np.ndarray:
@@ -114,7 +113,7 @@ def test_png_errors_name_the_file(tmp_path):
     }
     for name, (data, why) in cases.items():
         (tmp_path / name).write_bytes(data)
-        with pytest.raises(ImageInputError, match=why) as info:
+        with pytest.raises(ImageFileError, match=why) as info:
             read_image(tmp_path / name)
         assert name in str(info.value)
 
@@ -125,7 +124,7 @@ def test_unsupported_and_corrupt_files(tmp_path):
     Image.new("RGB", (64, 64), (200, 10, 10)).save(tmp_path / "cut.jpg")
     (tmp_path / "cut.jpg").write_bytes((tmp_path / "cut.jpg").read_bytes()[:200])
     for name in ("anim.gif", "noise.png", "cut.jpg"):
-        with pytest.raises(ImageInputError, match="PNG or TIFF") as info:
+        with pytest.raises(ImageFileError, match="PNG or TIFF") as info:
             read_image(tmp_path / name)
         assert name in str(info.value)
     with pytest.raises(FileNotFoundError):
@@ -166,7 +165,7 @@ def test_gray_alpha_round_trips_as_gray_alpha(tmp_path, suffix, depth):
 def test_float_tiff_is_refused_naming_the_reason(tmp_path):
     tifffile.imwrite(tmp_path / "hdr.tif", np.random.default_rng(0).random((8, 8, 3), dtype=np.float32),
                      photometric="rgb")
-    with pytest.raises(ImageInputError, match="32-bit floating-point TIFF is not supported.*8- or 16-bit"):
+    with pytest.raises(ImageFileError, match="32-bit floating-point TIFF is not supported.*8- or 16-bit"):
         read_image(tmp_path / "hdr.tif")
 
 
@@ -184,7 +183,7 @@ def test_jpeg_round_trip_is_close_and_gray_stays_gray(tmp_path):
     yy, xx = np.mgrid[0:48, 0:64] / 64.0
     smooth = torch.from_numpy(np.stack([xx, yy, (xx + yy) / 2]).astype(np.float32)).unsqueeze(0)
     for tensor in (smooth, smooth[:, :1]):
-        loaded = read_image(write_image(tmp_path / "a.jpg", tensor, quality=95))
+        loaded = read_image(write_image(tmp_path / "a.jpg", tensor, quality=95, overwrite=True))
         assert (loaded.format, loaded.bit_depth, loaded.tensor.shape) == ("JPEG", 8, tensor.shape)
         assert (loaded.tensor - tensor).abs().mean() < 2 / 255
 
@@ -220,7 +219,7 @@ def test_write_refuses_what_the_format_cannot_hold(tmp_path):
         (tmp_path / "f.png", image, 12, "bit_depth"),
     ]
     for path, tensor, depth, message in bad:
-        with pytest.raises(ImageInputError, match=message):
+        with pytest.raises(ImageFileError, match=message):
             write_image(path, tensor, bit_depth=depth)
     assert list(tmp_path.iterdir()) == []
 
@@ -233,16 +232,16 @@ def test_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path, monkey
     def fail_halfway(array, **kwargs):
         raise error
 
-    monkeypatch.setattr(imageio, "encode_png", fail_halfway)
+    monkeypatch.setattr(restorex_io.png16, "encode_png", fail_halfway)
     with pytest.raises(type(error)):
-        write_image(target, torch.rand(1, 3, 8, 8), bit_depth=16)
+        write_image(target, torch.rand(1, 3, 8, 8), bit_depth=16, overwrite=True)
 
     def write_then_fail(f):
         f.write(b"half an image")
         raise error
 
     with pytest.raises(type(error)):
-        imageio.atomic_write(tmp_path / "new.png", write_then_fail)
+        restorex_io.publish(tmp_path / "new.png", write_then_fail)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
     assert target.read_bytes() == b"previous content"
 

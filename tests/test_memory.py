@@ -235,13 +235,15 @@ def test_fast_block_equals_the_plain_equations(batch, layout):
 
 
 def test_a_clip_frame_that_runs_out_of_memory_halves_the_tile_and_the_clip_goes_on():
+    from restorex_core.sequence import correct_sequence
+
     model = RestoreX(TINY).eval()
     torch.manual_seed(6)
     x = torch.rand(3, 3, 300, 420)
     with torch.inference_mode():
-        whole = model.correct_sequence(x, window=3, tile="auto")  # fits: one pass per frame
+        whole = correct_sequence(model, x, window=3, tile="auto")  # fits: one pass per frame
         seen = fail_above(model, 60000, torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
-        out = model.correct_sequence(x, window=3, tile="auto")
+        out = correct_sequence(model, x, window=3, tile="auto")
     full = (320, 440)  # 300 x 420 with its border, padded to a multiple of 8
     assert seen.count(full) == 3  # each frame tried the planned single pass, ran out of memory ...
     assert all(h * w <= 60000 for h, w in seen if (h, w) != full)  # ... and ran in halved tiles instead

@@ -459,10 +459,12 @@ def video(pack, model, frames, *, window=3, hold=0, seed=0, steps=0, strength=1.
 
 
 def test_video_node_equals_the_core_and_window_1_equals_exposure_correct(pack, loaded, tiny):
+    from restorex_core.sequence import correct_sequence
+
     frames = image(b=5, h=24, w=32)
     out = video(pack, loaded, frames, window=3, hold=5, seed=4)
     with torch.inference_mode():
-        want = tiny.correct_sequence(frames.movedim(-1, 1), window=3, hold=5, seed=4).movedim(1, -1)
+        want = correct_sequence(tiny, frames.movedim(-1, 1), window=3, hold=5, seed=4).movedim(1, -1)
     assert out.shape == frames.shape and out.dtype == torch.float32
     torch.testing.assert_close(out, want, atol=0, rtol=0)
     per_frame = torch.cat([correct(pack, loaded, frames[t : t + 1], seed=4) for t in range(5)])

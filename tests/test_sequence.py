@@ -1,4 +1,4 @@
-"""RestoreX.correct_sequence (restorex_core/sequence.py) on the tiny config and real tensors."""
+"""restorex_core.sequence.correct_sequence on the tiny config and real tensors."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from restorex_core.images import linear_to_srgb
 from restorex_core.sequence import (
     SHOT_AGREEMENT,
     apply_gain,
+    correct_sequence,
     exposure_change,
     exposure_ev,
     iter_corrected,
@@ -34,7 +35,7 @@ def clip(t=6, c=3, h=24, w=40):
 def test_shape_dtype_and_range_are_kept(tiny_model, c, dtype):
     x = clip(5, c).to(dtype)
     with torch.inference_mode():
-        y = tiny_model.correct_sequence(x, window=3)
+        y = correct_sequence(tiny_model, x, window=3)
     assert y.shape == x.shape and y.dtype == x.dtype and y.device == x.device
     assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
     if c == 4:
@@ -44,15 +45,15 @@ def test_shape_dtype_and_range_are_kept(tiny_model, c, dtype):
 def test_window_1_is_the_per_frame_result_bit_for_bit(tiny_model):
     x = clip(5)
     with torch.inference_mode():
-        seq = tiny_model.correct_sequence(x, window=1, seed=7)
-        tiled = tiny_model.correct_sequence(x, window=1, seed=7, tile=16, overlap=4)
+        seq = correct_sequence(tiny_model, x, window=1, seed=7)
+        tiled = correct_sequence(tiny_model, x, window=1, seed=7, tile=16, overlap=4)
         per = [tiny_model.correct(x[t : t + 1], seed=7) for t in range(len(x))]
         per_tiled = [tiny_model.correct(x[t : t + 1], seed=7, tile=16, overlap=4) for t in range(len(x))]
     assert torch.equal(seq, torch.cat(per))
     assert torch.equal(tiled, torch.cat(per_tiled))
     hwc = x.movedim(1, -1).contiguous().movedim(-1, 1)  # frames of a ComfyUI IMAGE: channels-last strides
     with torch.inference_mode():
-        seq = tiny_model.correct_sequence(hwc, window=1, seed=7)
+        seq = correct_sequence(tiny_model, hwc, window=1, seed=7)
         per = [tiny_model.correct(hwc[t : t + 1], seed=7) for t in range(len(x))]
     assert torch.equal(seq, torch.cat(per))
 
@@ -60,7 +61,7 @@ def test_window_1_is_the_per_frame_result_bit_for_bit(tiny_model):
 def test_a_constant_clip_gives_identical_frames(tiny_model):
     x = clip(1).expand(7, -1, -1, -1).clone()
     with torch.inference_mode():
-        y = tiny_model.correct_sequence(x, window=5)
+        y = correct_sequence(tiny_model, x, window=5)
         one = tiny_model.correct(x[:1])
     for t in range(1, len(y)):
         assert torch.equal(y[t], y[0])
@@ -70,9 +71,9 @@ def test_a_constant_clip_gives_identical_frames(tiny_model):
 def test_chunked_equals_unchunked_and_a_lazy_frame_list_equals_a_tensor(tiny_model):
     x = clip(6)
     with torch.inference_mode():
-        one_by_one = tiny_model.correct_sequence(x, window=3, batch=1)
-        all_at_once = tiny_model.correct_sequence(x, window=3, batch=6)
-        chunks_of_4 = tiny_model.correct_sequence(x, window=3, batch=4)
+        one_by_one = correct_sequence(tiny_model, x, window=3, batch=1)
+        all_at_once = correct_sequence(tiny_model, x, window=3, batch=6)
+        chunks_of_4 = correct_sequence(tiny_model, x, window=3, batch=4)
         lazy = torch.cat([f for _, f in iter_corrected(tiny_model, list(x), window=3)])
     assert torch.allclose(one_by_one, all_at_once, atol=1e-5)
     assert torch.allclose(one_by_one, chunks_of_4, atol=1e-5)
@@ -82,8 +83,8 @@ def test_chunked_equals_unchunked_and_a_lazy_frame_list_equals_a_tensor(tiny_mod
 def test_seed_is_shared_by_every_frame_and_matters(tiny_model):
     x = clip(4)
     with torch.inference_mode():
-        a, b = tiny_model.correct_sequence(x, window=3, seed=1), tiny_model.correct_sequence(x, window=3, seed=1)
-        c = tiny_model.correct_sequence(x, window=3, seed=2)
+        a, b = correct_sequence(tiny_model, x, window=3, seed=1), correct_sequence(tiny_model, x, window=3, seed=1)
+        c = correct_sequence(tiny_model, x, window=3, seed=2)
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
@@ -99,12 +100,12 @@ def test_progress_per_frame_and_interrupt_between_frames(tiny_model):
             raise Stop
 
     with torch.inference_mode(), pytest.raises(Stop):
-        tiny_model.correct_sequence(x, window=3, progress=lambda done, total: seen.append((done, total)),
+        correct_sequence(tiny_model, x, window=3, progress=lambda done, total: seen.append((done, total)),
                                     interrupt=interrupt)
     assert seen == [(1, 5), (2, 5)]  # stopped before the third frame, after reporting each finished one
     seen.clear()
     with torch.inference_mode():
-        tiny_model.correct_sequence(x, window=3, batch=2, progress=lambda done, total: seen.append((done, total)))
+        correct_sequence(tiny_model, x, window=3, batch=2, progress=lambda done, total: seen.append((done, total)))
     assert seen == [(2, 5), (4, 5), (5, 5)]
 
 
@@ -114,8 +115,8 @@ def test_hunting_exposure_flickers_less_than_per_frame(tiny_model):
     gains = 1 + 0.3 * torch.sin(torch.arange(12) * 2.1)  # a hunting auto-exposure
     x = (base * gains.view(-1, 1, 1, 1)).clamp(0, 1)
     with torch.inference_mode():
-        per = tiny_model.correct_sequence(x, window=1)
-        seq = tiny_model.correct_sequence(x, window=5)
+        per = correct_sequence(tiny_model, x, window=1)
+        seq = correct_sequence(tiny_model, x, window=5)
     assert float(luma_mean(seq).std()) < 0.5 * float(luma_mean(per).std())
 
 
@@ -179,9 +180,9 @@ def test_a_step_in_the_clip_is_followed_at_once(tiny_model):
     gains = torch.cat([torch.ones(6), torch.full((6,), 3.0)])  # the light comes on at frame 6
     x = (base * gains.view(-1, 1, 1, 1)).clamp(0, 1)
     with torch.inference_mode():
-        per = luma_mean(tiny_model.correct_sequence(x, window=5, cut_ev=None))
-        seq = luma_mean(tiny_model.correct_sequence(x, window=5))
-        own = luma_mean(tiny_model.correct_sequence(x, window=1))
+        per = luma_mean(correct_sequence(tiny_model, x, window=5, cut_ev=None))
+        seq = luma_mean(correct_sequence(tiny_model, x, window=5))
+        own = luma_mean(correct_sequence(tiny_model, x, window=1))
     assert (seq - own).abs().max() < 0.25 * (own[6] - own[5]).abs()  # both sides of the step keep their own level
     assert (per - own).abs().max() > 0.25 * (own[6] - own[5]).abs()  # where a plain box would blur it
 
@@ -195,7 +196,7 @@ def test_tiled_frames_share_attention_maps_smoothed_over_time(tiny_model):
     with torch.inference_mode():
         plan = plan_sequence(tiny_model, x, window=5, tile=32)
         own = [tiny_model.attention_maps(x[t : t + 1], plan.priors[t]) for t in range(len(x))]
-        seq = tiny_model.correct_sequence(x, window=5, tile=32, overlap=8)
+        seq = correct_sequence(tiny_model, x, window=5, tile=32, overlap=8)
         for t in (0, 3):  # the second pass restores with the smoothed maps, not the frame's own
             maps = [a[t : t + 1] for a in plan.attention]
             want = apply_gain(tiny_model.restore(x[t : t + 1], plan.priors[t], tile=32, overlap=8, attention=maps),
@@ -232,18 +233,18 @@ def test_an_untiled_restore_replays_given_attention_maps_as_the_tiles_do(tiny_mo
 ])
 def test_bad_arguments_are_refused(tiny_model, kwargs, error, match):
     with torch.inference_mode(), pytest.raises(error, match=match):
-        tiny_model.correct_sequence(clip(3), **kwargs)
+        correct_sequence(tiny_model, clip(3), **kwargs)
 
 
 def test_bad_frames_are_refused_before_any_work(tiny_model):
     with pytest.raises(ImageInputError, match=r"\(T, C, H, W\)"):
-        tiny_model.correct_sequence(torch.rand(3, 24, 40))
+        correct_sequence(tiny_model, torch.rand(3, 24, 40))
     with pytest.raises(ImageInputError, match="no frames"):
-        tiny_model.correct_sequence(torch.rand(0, 3, 24, 40))
+        correct_sequence(tiny_model, torch.rand(0, 3, 24, 40))
     with pytest.raises(ImageInputError, match="frame 1 is"):
         list(iter_corrected(tiny_model, [torch.rand(3, 24, 40), torch.rand(3, 24, 48)], window=3))
     with pytest.raises(ImageInputError, match="NaN"):
-        tiny_model.correct_sequence(torch.full((2, 3, 8, 8), float("nan")))
+        correct_sequence(tiny_model, torch.full((2, 3, 8, 8), float("nan")))
 
 
 def scene(h=96, w=160, seed=0):
@@ -309,8 +310,8 @@ def same_point_changes(frames):
 def test_hold_keeps_the_brightness_at_the_same_scene_points_and_the_pan_still_brightens(tiny_model, tile):
     x = pan_clip()
     with torch.inference_mode():  # tiled: the hold is measured with the attention maps the tiles replay
-        held = tiny_model.correct_sequence(x, window=3, tile=tile, overlap=8)  # the default hold: the whole shot
-        loose = tiny_model.correct_sequence(x, window=3, hold=1, tile=tile, overlap=8)
+        held = correct_sequence(tiny_model, x, window=3, tile=tile, overlap=8)  # the default hold: the whole shot
+        loose = correct_sequence(tiny_model, x, window=3, hold=1, tile=tile, overlap=8)
     steady = torch.tensor(same_point_changes(held)).abs()
     moving = torch.tensor(same_point_changes(loose)).abs()
     assert float(steady.max()) < 0.01 and float(moving.max()) > 0.3  # per frame, the model follows the camera

@@ -352,7 +352,7 @@ def test_build_dataset_rejects_unknown_kind(tmp_path):
 
 def test_training_reads_16_bit_colour_png_exactly_with_the_cli_reader(tmp_path):
     """One image reader: training.load_image keeps all 16 bits of a colour PNG (Pillow alone cuts them to 8)."""
-    from restorex_cli.imageio import write_image
+    from restorex_io import write_image
     from training.datasets import load_image
 
     values = np.random.default_rng(0).integers(0, 65536, (3, 12, 10), dtype=np.uint16)

@@ -42,8 +42,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from restorex_cli.imageio import READABLE, read_image
-from restorex_core.errors import ImageInputError
+from restorex_io import READABLE, ImageFileError, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +135,7 @@ def load_image(path: str | Path) -> Tensor:
     """
     try:
         image = read_image(path, formats=READABLE).tensor[0]
-    except (ImageInputError, OSError) as e:  # unreadable, corrupt, unsupported or vanished file
+    except (ImageFileError, OSError) as e:  # unreadable, corrupt, unsupported or vanished file
         raise DatasetError(f"cannot read image {path}: {e}. Replace or remove the file.") from e
     colour = image[:-1] if image.shape[0] in (2, 4) else image  # drop alpha
     return colour.expand(3, -1, -1).contiguous() if colour.shape[0] == 1 else colour.contiguous()
