@@ -13,16 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
 from .arch.clip_vit import ClipVision
+from .clip_formats import ACCEPTED_CLIP
 from .config import RestoreXConfig
 from .errors import CheckpointError, MissingWeightsError
 from .files import PICKLE_SUFFIXES, atomic_path, pickle_refusal, safetensors_metadata
-from .loading import ACCEPTED_CLIP, identify_state_dict, read_state_dict
+from .identify import identify_state_dict
 from .model import RestoreX
+from .weight_files import read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +78,9 @@ def _existing(path: str | os.PathLike[str]) -> Path:
 
 
 def _read(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    if path.suffix == ".safetensors":
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
-        except Exception as e:
-            raise CheckpointError(f"{path} is truncated or corrupt ({e}); re-download it or export it again") from e
-    try:  # safe (weights_only) read, only to say what the file is: RestoreX checkpoints are .safetensors
+    """The tensors and header of a checkpoint, through the one safe reader (a pickle-based file is read with
+    ``weights_only`` only to say what it holds: RestoreX checkpoints are .safetensors)."""
+    try:
         return read_state_dict(path)
     except CheckpointError as e:
         if path.suffix.lower() in PICKLE_SUFFIXES:

@@ -21,15 +21,10 @@ from torch import Tensor, nn
 
 from restorex_core import RestoreX, RestoreXConfig, save_checkpoint
 from restorex_core.arch.clip_vit import ClipVision, ClipVisionConfig
+from restorex_core.clip_formats import hf_to_open_clip, open_clip_to_hf
 from restorex_core.errors import CheckpointError, ClipWeightsError, MissingWeightsError
-from restorex_core.loading import (
-    clip_from_state_dict,
-    convert_openai_to_safetensors,
-    hf_to_open_clip,
-    load_clip,
-    open_clip_to_hf,
-    read_state_dict,
-)
+from restorex_core.loading import clip_from_state_dict, convert_openai_to_safetensors, load_clip
+from restorex_core.weight_files import read_state_dict
 
 # 64-wide heads, as every OpenAI/open_clip ViT: config_from_state_dict then recovers the config exactly.
 TINY = ClipVisionConfig(image_size=64, patch_size=16, width=64, layers=12, heads=1, output_dim=32, input_size=64)
