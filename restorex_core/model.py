@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .allocator import reuse_freed_memory
 from .arch.clip_vit import ClipVision
 from .arch.pem import PriorExtraction
 from .arch.prior_diffusion import FFEDM
@@ -178,12 +177,8 @@ class RestoreX(nn.Module):
             raise ValueError("these are raw input priors (PEM-S2 on a badly exposed photo), which describe the bad "
                              "exposure: run FFEDM Enhance (RestoreX.enhance_priors) on them first, or give reference "
                              "or blended priors")
-        # On a CPU, freed activations stay in malloc's heap for the next op instead of being unmapped and
-        # faulted back in zeroed (restorex_core/allocator.py: 2x faster at 1024x1024); trimmed on the way out.
-        with reuse_freed_memory() if self.device.type == "cpu" else nullcontext():
-            return self._restore(images, priors, tile=tile, overlap=overlap, progress=progress,
-                                 guide_size=guide_size, max_memory=max_memory, interrupt=interrupt,
-                                 attention=attention)
+        return self._restore(images, priors, tile=tile, overlap=overlap, progress=progress, guide_size=guide_size,
+                             max_memory=max_memory, interrupt=interrupt, attention=attention)
 
     def _restore(self, images: Tensor, priors: Priors, *, tile: Tile, overlap: int, progress: Progress | None,
                  guide_size: int, max_memory: int | None, interrupt: Interrupt | None,
@@ -253,8 +248,7 @@ class RestoreX(nn.Module):
         rgb = split_channels(check_images(images)).rgb
         vectors = list(priors.expand(images.shape[0]).to(self.device, self.dtype).vectors)
         padded, _ = pad_to_multiple(pad_border(rgb, BORDER), self.restormer.multiple_of)
-        with reuse_freed_memory() if self.device.type == "cpu" else nullcontext():
-            return self.restormer.record_attention(self._guide(padded, guide_size), vectors, interrupt=interrupt)
+        return self.restormer.record_attention(self._guide(padded, guide_size), vectors, interrupt=interrupt)
 
     def _restore_rgb(self, rgb: Tensor, vectors: list[Tensor], tile: int | None, overlap: int, guide_size: int,
                      progress: Progress | None, interrupt: Interrupt | None,
