@@ -1,13 +1,16 @@
 """Writes the example workflows: UI format (ComfyUI lists example_workflows/*.json as templates) and their
 API-format twins in example_workflows/api/ (for scripts and the integration test), from one description.
 
-    python example_workflows/make_examples.py
+    python example_workflows/make_examples.py              # rewrites the committed files
+    python example_workflows/make_examples.py --out DIR    # writes them elsewhere (DIR/*.json, DIR/api/*.json)
 
-Standard library only. tests/test_nodes.py checks that every widget here matches the nodes' INPUT_TYPES.
+Standard library only. tests/test_nodes.py checks that every widget here matches the nodes' INPUT_TYPES, and
+tests/test_examples.py that the committed files are exactly what this writes.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -64,7 +67,7 @@ WORKFLOWS = {
         image(1, (40, 60), "example_clip.webp", "Badly exposed clip (animated WebP)"),
         loader(2, (40, 460)),
         node(3, "RestoreXExposureCorrectVideo", (420, 60), links={"model": (2, 0), "frames": (1, 0)}, window=9,
-             seed=0, control_after_generate="fixed", steps=0, strength=1.0, feather=16, tile=0, overlap=32),
+             hold=0, seed=0, control_after_generate="fixed", steps=0, strength=1.0, feather=16, tile=0, overlap=32),
         node(4, "SaveAnimatedWEBP", (800, 60), links={"images": (3, 0)}, filename_prefix="RestoreX/video", fps=24.0,
              lossless=True, quality=90, method="default"),
     ],
@@ -149,11 +152,21 @@ def to_ui(nodes: list[dict]) -> dict:
             "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
 
 
-def main() -> None:
-    (HERE / "api").mkdir(exist_ok=True)
+def write(out: Path = HERE) -> list[Path]:
+    """Write every workflow into ``out`` (UI format) and ``out/api`` (API format); return the files written."""
+    (out / "api").mkdir(parents=True, exist_ok=True)
+    written = []
     for name, nodes in WORKFLOWS.items():
-        (HERE / f"{name}.json").write_text(json.dumps(to_ui(nodes), indent=1) + "\n")
-        (HERE / "api" / f"{name}.json").write_text(json.dumps(to_api(nodes), indent=1) + "\n")
+        for path, data in ((out / f"{name}.json", to_ui(nodes)), (out / "api" / f"{name}.json", to_api(nodes))):
+            path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+            written.append(path)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Write RestoreX's example workflows.")
+    parser.add_argument("--out", type=Path, default=HERE, help="folder to write into (default: example_workflows/)")
+    write(parser.parse_args().out)
 
 
 if __name__ == "__main__":

@@ -75,21 +75,14 @@ class RestoreX(nn.Module):
         return self.restormer.output.weight.dtype
 
     # -- 1. Prior Extraction Module ----------------------------------------------------------------
-    def extract_priors(self, images: Tensor, *, source: Literal["input", "reference"] | None = None,
-                       stage: Literal["input", "reference"] | None = None) -> Priors:
+    def extract_priors(self, images: Tensor, *, source: Literal["input", "reference"] = "input") -> Priors:
         """CLIP block features -> prior vectors.
 
         Args:
             images: (B, C, H, W) float in [0, 1]; squash-resized to CLIP's input size inside.
             source: "input" (default) runs PEM-S2 (a badly exposed photo, to be enhanced by FFEDM); "reference" runs
                 PEM-S1 (the image is taken as well exposed: the training-stage-1 path, or a reference photo).
-            stage: the former name of ``source`` (and the ComfyUI input's name), kept for existing code.
         """
-        if stage is not None:
-            if source is not None:
-                raise TypeError("pass source, or its former name stage, not both")
-            source = stage
-        source = source or "input"
         if source not in ("input", "reference"):
             raise ValueError(f"source must be 'input' or 'reference', not {source!r}")
         rgb = split_channels(check_images(images)).rgb

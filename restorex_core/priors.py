@@ -19,7 +19,7 @@ class Priors:
         vectors: P_1..P_N, each (B, D).
         blocks: the 1-based CLIP blocks they come from, e.g. (3, 6, 9, 12).
         source: "input" (PEM-S2 on a badly exposed image), "reference" (PEM-S1 on an image taken as well
-            exposed), or "blend" (a mix of the two kinds). Also readable as ``stage``, its former name.
+            exposed), or "blend" (a mix of the two kinds).
         enhanced: True once FFEDM has turned input priors into well-exposed ones.
     """
 
@@ -34,11 +34,6 @@ class Priors:
         if not self.vectors or any(v.ndim != 2 or v.shape != self.vectors[0].shape for v in self.vectors):
             shapes = [tuple(v.shape) for v in self.vectors]
             raise ValueError(f"prior vectors must all be (B, D) of one shape, got {shapes}")
-
-    @property
-    def stage(self) -> PriorSource:
-        """The former name of :attr:`source`, kept for existing code."""
-        return self.source
 
     @property
     def batch_size(self) -> int:

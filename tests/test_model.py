@@ -101,12 +101,10 @@ def test_stage1_and_stage2_priors_differ_and_are_labelled(tiny_model):
         ref = tiny_model.extract_priors(x, source="reference")
         inp = tiny_model.extract_priors(x, source="input")
         enh = tiny_model.enhance_priors(inp, seed=0)
-        old = tiny_model.extract_priors(x, stage="reference")  # the former keyword still works
     assert (ref.source, ref.enhanced, ref.ready) == ("reference", False, True)
     assert (inp.source, inp.enhanced, inp.ready) == ("input", False, False)
-    assert old.stage == "reference" and torch.equal(old.stacked(), ref.stacked())
-    with pytest.raises(TypeError, match="not both"):
-        tiny_model.extract_priors(x, source="input", stage="reference")
+    with pytest.raises(TypeError, match="stage"):  # the 0.1.0 keyword is gone: source only
+        tiny_model.extract_priors(x, stage="reference")
     assert enh.enhanced and enh.ready and enh.blocks == (1, 2, 3, 4)
     assert not torch.allclose(ref.stacked(), inp.stacked())
     with pytest.raises(ValueError, match="already enhanced"):

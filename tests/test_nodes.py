@@ -518,7 +518,7 @@ def test_blend_priors_at_0_and_1_equals_its_inputs(pack, loaded):
         assert torch.equal(a, b)
         torch.testing.assert_close(m, (b + r.expand(3, -1)) / 2)
     assert all(torch.equal(v, r.expand(3, -1)) for v, r in zip(at1.vectors, ref.vectors, strict=True))
-    assert mid.stage == "blend" and at1.batch_size == 3
+    assert mid.source == "blend" and at1.batch_size == 3
     out = node(pack, "RestoreXRestormerInject").inject(loaded, image(b=3), mid, 0, 32)[0]
     assert out.shape == (3, 40, 48, 3)
 

@@ -40,11 +40,12 @@ def test_add_noise_takes_one_timestep_per_sample():
         s.add_noise(x0, noise, torch.tensor([1, 2]))
 
 
-def test_scheduler_from_ffedm_config_and_former_objective_names():
+def test_scheduler_from_ffedm_config_and_objective_names():
     from restorex_core.arch.prior_diffusion import FFEDMConfig
 
-    assert FFEDMConfig(objective="x0") == FFEDMConfig(objective="sample")  # checkpoints written before v0.2
-    assert FFEDMConfig(objective="eps").objective == "epsilon"
+    for former in ("x0", "eps"):  # the names before v0.2 are refused, with the two accepted ones
+        with pytest.raises(ValueError, match="'sample'.*'epsilon'"):
+            FFEDMConfig(objective=former)
     s = DDPMScheduler.from_config(FFEDMConfig(objective="epsilon", timesteps=6))
     assert (s.prediction_type, s.stochastic, s.num_train_timesteps) == ("epsilon", True, 6)
     with pytest.raises(ValueError, match="'sample'.*'epsilon'"):

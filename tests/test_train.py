@@ -273,7 +273,7 @@ def test_highlight_cast_loss_names_the_mean_colour_of_bright_colourless_regions_
 
 
 def test_eps_objective_trains_the_denoisers_with_the_core_scheduler():
-    model = RestoreX(RestoreXConfig.tiny().replace(ffedm={"objective": "eps"}))
+    model = RestoreX(RestoreXConfig.tiny().replace(ffedm={"objective": "epsilon"}))
     model.requires_grad_(False)
     model.ffedm.requires_grad_(True)
     terms = Objective(model, stage=2, weights=LossWeights(sap=0.0))(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))

@@ -14,7 +14,6 @@ import torch
 from torch import Tensor, nn
 
 PredictionType = Literal["sample", "epsilon"]  # what the denoiser predicts: x_0, or the noise (diffusers' names)
-_FORMER_OBJECTIVES = {"x0": "sample", "eps": "epsilon"}  # the names of checkpoints and configs before v0.2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,7 +28,6 @@ class FFEDMConfig:
     objective: PredictionType = "sample"  # DiffIR's code predicts x0; "epsilon" = eq. 6, stochastic sampling
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "objective", _FORMER_OBJECTIVES.get(self.objective, self.objective))
         if self.objective not in ("sample", "epsilon"):
             raise ValueError(f"ffedm.objective must be 'sample' (predict x0) or 'epsilon' (predict the noise), "
                              f"not {self.objective!r}")
