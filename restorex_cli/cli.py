@@ -42,10 +42,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "restorex-default.safetensors"
-TRAIN_COMMAND = (
-    "RESTOREX_DATA=DATA python -m training.train --config training/configs/default_stage1.toml, then the same "
-    "with default_stage2.toml, then copy runs/default_stage2/restorex-default.safetensors to weights/"
-)
+WEIGHTS_HELP = ("weights/README.md says what the bundled checkpoint is, how to get it back and how to train "
+                "your own with `python -m training.train`")
 DTYPES = ("auto", "bf16", "fp16", "fp32")  # torch dtypes: _torch_dtype
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 0..2**64 - 1 (and negatives, aliases of large seeds)
 SUBMODULES = ("clip", "pem_reference", "pem_input", "ffedm", "restormer")
@@ -101,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     correct.add_argument("--hold", type=int, default=0, metavar="N", help="with --sequence: frames (odd) the "
                          "brightness at the same scene points is held over; 0 = the whole shot, between cuts and "
                          "changes of light (default); 1 = not held")
+    correct.add_argument("--max-pixels", type=int, metavar="N", help="read images of up to N pixels (default: "
+                         "Pillow's guard against decompression bombs, 178,956,970); only for files you trust")
     existing = correct.add_mutually_exclusive_group()
     existing.add_argument("--overwrite", action="store_true", help="replace files that already exist in --out")
     existing.add_argument("--skip-existing", action="store_true", help="leave files that exist in --out alone")
@@ -133,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = args.run(args)
             sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
             return code
+    except PermissionError as e:  # a file or folder the checks could not foresee (e.g. made unreadable meanwhile)
+        logger.debug("details", exc_info=True)
+        print(f"error: {e.filename or ''}: permission denied ({e.strerror}); check its permissions", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # the reader went away (`restorex info FILE | head -3`): stop quietly, as Unix tools do
         _silence_stdout()
         return 128 + signal.SIGPIPE if hasattr(signal, "SIGPIPE") else 1
@@ -192,8 +196,13 @@ def check_correct(args: argparse.Namespace) -> None:
     if args.hold < 0 or (args.hold % 2 == 0 and args.hold != 0):
         raise UsageError(f"--hold must be 0 (the whole shot) or an odd number of frames (1, 3, 5, ...), "
                          f"got {args.hold}")
+    if args.max_pixels is not None:
+        if args.max_pixels < 1:
+            raise UsageError(f"--max-pixels must be a positive number of pixels, got {args.max_pixels}")
+        restorex_io.set_pixel_limit(args.max_pixels)
     args.jobs = plan_outputs(collect_inputs(args.inputs, recursive=args.recursive), args.out,
                              overwrite=args.overwrite, skip_existing=args.skip_existing)
+    check_readable([src for src, _ in args.jobs])
     if args.sequence:
         args.jobs = sorted(args.jobs, key=lambda job: str(job[1]))
         check_frame_sizes([src for src, _ in args.jobs])
@@ -218,6 +227,15 @@ def check_correct(args: argparse.Namespace) -> None:
                              f"{least} or more (512 suits most memory), or leave --tile out")
 
 
+def check_readable(files: Sequence[Path]) -> None:
+    """Refuse inputs this user may not read, all named at once, before the model loads."""
+    denied = [f for f in files if not os.access(f, os.R_OK)]
+    if denied:
+        listed = ", ".join(map(str, denied[:5])) + (f" and {len(denied) - 5} more" if len(denied) > 5 else "")
+        raise UsageError(f"permission denied: this user cannot read {len(denied)} input file(s): {listed}; give "
+                         "read permission (e.g. chmod u+r FILE) or leave them out")
+
+
 def check_frame_sizes(files: Sequence[Path]) -> None:
     """Refuse a clip whose frames differ in size or channels, from the file headers (nothing is decoded)."""
     from PIL import Image, UnidentifiedImageError
@@ -227,6 +245,8 @@ def check_frame_sizes(files: Sequence[Path]) -> None:
         try:
             with Image.open(path) as im:
                 size, bands = im.size, len(im.getbands())
+        except Image.DecompressionBombError as e:
+            raise UsageError(restorex_io.too_large_message(path, e)) from e
         except (UnidentifiedImageError, OSError) as e:
             raise UsageError(f"{path}: not a readable image ({e}); use {ACCEPTED}") from e
         if first is None:
@@ -283,8 +303,12 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]], *, recursive: bool 
     for raw in inputs:
         path = Path(raw).expanduser()
         if path.is_dir():
-            found = sorted(f for f in (path.rglob("*") if recursive else path.iterdir())
-                           if f.is_file() and is_supported(f) and not f.name.startswith("."))
+            try:
+                found = sorted(f for f in (path.rglob("*") if recursive else path.iterdir())
+                               if f.is_file() and is_supported(f) and not f.name.startswith("."))
+            except PermissionError as e:
+                raise UsageError(f"{e.filename or path}: permission denied: this user cannot list the folder; give "
+                                 "it read and execute permission (chmod u+rx) or leave it out") from e
             if not found:
                 logger.warning("%s holds no %s%s", path, ACCEPTED,
                                "" if recursive else " (--recursive looks in sub-folders too)")
@@ -344,14 +368,22 @@ def check_output_folder(out: Path) -> None:
 
 
 def resolve_weights(weights: Path | None) -> Path:
+    """The checkpoint to load: ``--weights``, or the one bundled in the repository's weights/ folder."""
     path = (weights.expanduser() if weights is not None else DEFAULT_WEIGHTS)
     what = f"weights file {path} (given with --weights)" if weights is not None else f"default weights {path}"
     if path.is_dir():
         raise MissingWeightsError(f"{what} is a folder; give the checkpoint file (.safetensors) inside it")
     if path.is_file():
+        if not os.access(path, os.R_OK):
+            raise UsageError(f"{what}: permission denied, this user cannot read it; give read permission "
+                             "(e.g. chmod u+r FILE)")
         return path
-    raise MissingWeightsError(f"{what} not found. The default checkpoint is made by training: `{TRAIN_COMMAND}` "
-                              "(see weights/README.md); or pass an existing checkpoint with --weights FILE")
+    if weights is not None:
+        raise MissingWeightsError(f"{what} not found: check the path. Without --weights RestoreX uses the checkpoint "
+                                  f"bundled with it, {DEFAULT_WEIGHTS}; {WEIGHTS_HELP}")
+    raise MissingWeightsError(f"{what} not found: this copy of RestoreX lacks the checkpoint bundled with it. Get "
+                              "it back with `git checkout -- weights/restorex-default.safetensors` in the repository "
+                              f"(or a fresh download of it), or pass a checkpoint with --weights FILE; {WEIGHTS_HELP}")
 
 
 def pick_device(name: str) -> torch.device:

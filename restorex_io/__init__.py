@@ -13,11 +13,11 @@ Used by the command line (``restorex_cli``) and the trainer (``training``); the 
 from .errors import ImageFileError, OutputExistsError
 from .formats import ACCEPTED, READABLE, SUPPORTED_EXTENSIONS, WRITABLE, format_for_path, is_supported
 from .png16 import decode_png, encode_png
-from .read import LoadedImage, read_image, split_alpha, unpremultiply
+from .read import LoadedImage, read_image, set_pixel_limit, split_alpha, too_large_message, unpremultiply
 from .write import publish, write_image
 
 __all__ = [
     "ACCEPTED", "READABLE", "SUPPORTED_EXTENSIONS", "WRITABLE", "ImageFileError", "LoadedImage",
     "OutputExistsError", "decode_png", "encode_png", "format_for_path", "is_supported", "publish", "read_image",
-    "split_alpha", "unpremultiply", "write_image",
+    "set_pixel_limit", "split_alpha", "too_large_message", "unpremultiply", "write_image",
 ]

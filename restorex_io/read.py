@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,7 @@ def read_image(path: str | os.PathLike[str], *, formats: Collection[str] = WRITA
         raise ImageFileError(f"{path}: permission denied, this user cannot read the file; give read permission "
                              "(e.g. chmod u+r) or copy it somewhere readable") from e
     except Image.DecompressionBombError as e:
-        raise ImageFileError(_too_large(path, e)) from e
+        raise ImageFileError(too_large_message(path, e)) from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         if "TIFF" not in formats or not tiff.is_tiff(path):
             raise ImageFileError(f"{path}: not a readable image ({e}); use {ACCEPTED}") from e
@@ -155,7 +156,14 @@ def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
     return array if op is None else op(array)
 
 
-def _too_large(path: Path, error: Exception) -> str:
+def set_pixel_limit(pixels: int) -> None:
+    """Read images of up to ``pixels`` pixels, for files the user trusts: Pillow's guard against decompression
+    bombs (process-wide) refuses an image of more than twice ``Image.MAX_IMAGE_PIXELS`` and warns above it."""
+    Image.MAX_IMAGE_PIXELS = max(1, pixels // 2)
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+
+
+def too_large_message(path: Path, error: Exception) -> str:
     """Pillow's decompression-bomb refusal, said plainly: the pixel count, the limit and the way on."""
     found = re.search(r"\((\d+) pixels\).*?(\d+) pixels", str(error))
     pixels, limit = (int(found[1]), int(found[2])) if found else (None, 2 * (Image.MAX_IMAGE_PIXELS or 0))

@@ -88,7 +88,12 @@ def publish(path: str | os.PathLike[str], write: Callable[[BinaryIO], None], *, 
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        with open(tmp, "xb") as f:  # "x": never reuse an existing name; permissions follow the umask
+        try:
+            f = open(tmp, "xb")  # "x": never reuse an existing name; permissions follow the umask
+        except PermissionError as e:
+            raise ImageFileError(f"{path}: permission denied, this user cannot write in {path.parent}; choose "
+                                 "another output folder or change its permissions") from e
+        with f:
             write(f)
             f.flush()
             os.fsync(f.fileno())

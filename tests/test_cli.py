@@ -51,9 +51,8 @@ def run(capsys, *argv) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-@pytest.mark.parametrize("module", ["restorex_cli", "restorex_core"])  # restorex_core: the older alias
-def test_help_runs_as_a_module(module):
-    result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True,
+def test_help_runs_as_a_module():
+    result = subprocess.run([sys.executable, "-m", "restorex_cli", "--help"], cwd=REPO, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "correct" in result.stdout and "info" in result.stdout
@@ -96,11 +95,13 @@ def test_missing_weights_exit_2_naming_the_file(tmp_path, capsys, monkeypatch):
     make_inputs(tmp_path / "in")
     absent = tmp_path / "nowhere" / "absent.safetensors"
     code, _, err = run(capsys, "correct", tmp_path / "in", "--out", tmp_path / "out", "--weights", absent)
-    assert code == 2 and str(absent) in err and "--weights" in err
+    assert code == 2 and str(absent) in err and "--weights" in err and str(cli.DEFAULT_WEIGHTS) in err
+    assert "weights/README.md" in err and "runs/" not in err
     default = tmp_path / "weights" / "restorex-default.safetensors"
     monkeypatch.setattr(cli, "DEFAULT_WEIGHTS", default)
     code, _, err = run(capsys, "correct", tmp_path / "in", "--out", tmp_path / "out")
-    assert code == 2 and str(default) in err and cli.TRAIN_COMMAND in err and "weights/README.md" in err
+    assert code == 2 and str(default) in err and "git checkout -- weights/restorex-default.safetensors" in err
+    assert "weights/README.md" in err and "runs/" not in err and "default_stage" not in err  # no old recipe's folder
     assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 
@@ -362,3 +363,105 @@ def test_max_memory_tiles_one_photo_and_the_bar_moves_per_tile(tmp_path, capsys,
     assert (got - want).abs().max() <= 1 / 65535 + 1e-6
     parts = sorted({float(m) for m in re.findall(r"(\d\.\d\d)/1 ", err)})
     assert parts[0] == 0.0 and parts[-1] == 1.0 and len(parts) > 3  # the guide pass and every tile moved the bar
+
+
+# -- output files, pipes, unreadable and oversized inputs ------------------------------------------------------
+def test_an_output_that_appears_during_the_run_is_never_replaced(tmp_path, capsys, caplog, checkpoint, monkeypatch):
+    """Another run writes the same name after this one checked --out: without --overwrite it is kept, and said so."""
+    (tmp_path / "in").mkdir()
+    write_image(tmp_path / "in" / "a.png", torch.rand(1, 3, 16, 16))
+    write_image(tmp_path / "in" / "b.png", torch.rand(1, 3, 16, 16))
+    theirs = tmp_path / "out" / "a.png"
+    checked = cli.check_correct
+
+    def then_another_run_writes(args):
+        checked(args)  # --out was empty when checked ...
+        theirs.parent.mkdir(exist_ok=True)
+        theirs.write_bytes(b"the other run's image")  # ... and is not when this run publishes
+
+    monkeypatch.setattr(cli, "check_correct", then_another_run_writes)
+    base = ("correct", tmp_path / "in", "--out", tmp_path / "out", "--weights", checkpoint)
+    code, _, err = run(capsys, *base)
+    assert code == 1 and str(theirs) in err and "--overwrite" in err and "already exists" in err
+    assert theirs.read_bytes() == b"the other run's image"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]  # b written, no temporary
+    for name in ("a.png", "b.png"):
+        (tmp_path / "out" / name).unlink()
+    code, _, err = run(capsys, *base, "--skip-existing")
+    assert code == 0 and theirs.read_bytes() == b"the other run's image"
+    assert f"skipped {theirs}: it appeared during the run" in caplog.text
+    code, _, err = run(capsys, *base, "--overwrite")
+    assert code == 0, err
+    assert read_image(theirs).tensor.shape == (1, 3, 16, 16)
+
+
+def test_two_runs_into_one_folder_at_once_never_replace_each_others_files(tmp_path, checkpoint):
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        write_image(tmp_path / "in" / f"{i}.png", torch.rand(1, 3, 16, 16))
+    command = [sys.executable, "-m", "restorex_cli", "correct", str(tmp_path / "in"), "--out", str(tmp_path / "out"),
+               "--weights", str(checkpoint)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = [subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(r.wait(timeout=300), r.stderr.read()) for r in runs]
+    assert sorted(code for code, _ in results)[-1] != 0  # not both "ok": the second to arrive is told
+    for code, err in results:
+        assert code in (0, 1, 2) and "Traceback" not in err
+        if code:
+            assert "already exist" in err and "--overwrite" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png", "2.png"]  # whole, no temps
+
+
+def test_info_into_a_closed_pipe_exits_quietly(checkpoint):
+    """`restorex info FILE | head -3`: the reader has gone before the output is written."""
+    run_ = subprocess.Popen([sys.executable, "-m", "restorex_cli", "info", str(checkpoint)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_.stdout.close()  # as head does once it has its lines
+    err = run_.stderr.read()
+    assert run_.wait(timeout=120) == 128 + signal.SIGPIPE
+    assert err == ""  # no BrokenPipeError traceback, no "Exception ignored"
+
+
+def test_an_image_over_pillows_safety_limit_says_so_and_max_pixels_reads_it(tmp_path, capsys, checkpoint,
+                                                                            monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # a 20 x 28 image is then a "bomb" (over 2 x 100)
+    (tmp_path / "in").mkdir()
+    write_image(tmp_path / "in" / "big.png", torch.rand(1, 3, 20, 28))
+    base = ("correct", tmp_path / "in", "--out", tmp_path / "out", "--weights", checkpoint)
+    code, _, err = run(capsys, *base)
+    assert code == 1 and "560 pixels" in err and "safety limit of 200 pixels" in err and "--max-pixels" in err
+    assert "use PNG or TIFF" not in err
+    code, _, err = run(capsys, *base, "--max-pixels", 600)
+    assert code == 0, err
+    assert read_image(tmp_path / "out" / "big.png").tensor.shape == (1, 3, 20, 28)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads every file")
+def test_unreadable_inputs_are_named_before_any_work(tmp_path, capsys, checkpoint):
+    (tmp_path / "in").mkdir()
+    locked = write_image(tmp_path / "in" / "locked.png", torch.rand(1, 3, 16, 16))
+    locked.chmod(0)
+    code, _, err = run(capsys, "correct", locked, "--out", tmp_path / "out", "--weights", checkpoint)
+    assert code == 2 and str(locked) in err and "permission denied" in err and "chmod" in err
+    assert "Errno" not in err and not (tmp_path / "out").exists()
+
+
+def test_a_tiff_with_associated_alpha_comes_back_associated(tmp_path, capsys, checkpoint):
+    import tifffile
+
+    rng = np.random.default_rng(3)
+    alpha = rng.integers(1, 65536, (20, 28, 1)).astype(np.float64)
+    colour = rng.random((20, 28, 3)) * alpha  # premultiplied: colour <= alpha
+    (tmp_path / "in").mkdir()
+    stored = np.concatenate([colour, alpha], axis=2).round().astype(np.uint16)
+    tifffile.imwrite(tmp_path / "in" / "a.tif", stored, photometric="rgb", extrasamples=("assocalpha",))
+    code, _, err = run(capsys, "correct", tmp_path / "in", "--out", tmp_path / "out", "--weights", checkpoint)
+    assert code == 0, err
+    with tifffile.TiffFile(tmp_path / "out" / "a.tif") as tif:
+        page = tif.pages[0]
+        out = page.asarray()
+        assert [int(e) for e in page.extrasamples] == [1]  # labelled associated, as the input
+    assert np.array_equal(out[..., 3], stored[..., 3])  # alpha untouched
+    assert (out[..., :3] <= out[..., 3:] + 1).all()  # stored premultiplied: colour never above its alpha

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -250,3 +251,115 @@ def test_clamps_and_rounds_out_of_range_values(tmp_path):
     tensor = torch.tensor([[-0.5, 0.4 / 255], [0.6 / 255, 1.5]]).view(1, 1, 2, 2)
     loaded = read_image(write_image(Path(tmp_path) / "c.png", tensor))
     assert as_ints(loaded.tensor, 8).ravel().tolist() == [0, 0, 1, 255]
+
+
+# -- associated alpha, publishing without replacing, oversized and unreadable files -----------------------------
+@pytest.mark.parametrize("bit_depth", [8, 16])
+@pytest.mark.parametrize("channels", [2, 4])
+def test_associated_alpha_tiff_is_read_straight_and_written_back_associated(tmp_path, bit_depth, channels):
+    rng = np.random.default_rng(bit_depth + channels)
+    top = 2**bit_depth - 1
+    straight = rng.random((13, 17, channels))
+    straight[..., -1] = np.maximum(straight[..., -1], 0.25)  # enough alpha to recover the colour closely
+    straight[0, 0, -1] = 0.0  # one transparent pixel: its colour is lost, and comes back 0
+    stored = np.concatenate([straight[..., :-1] * straight[..., -1:], straight[..., -1:]], axis=2)
+    stored = np.rint(stored * top).astype(np.uint8 if bit_depth == 8 else np.uint16)
+    tifffile.imwrite(tmp_path / "assoc.tif", stored, photometric="rgb" if channels == 4 else "minisblack",
+                     extrasamples=("assocalpha",))
+    loaded = read_image(tmp_path / "assoc.tif")
+    assert loaded.associated_alpha and loaded.bit_depth == bit_depth
+    got = loaded.tensor[0].permute(1, 2, 0).double().numpy()
+    assert np.array_equal(np.rint(got[..., -1] * top), stored[..., -1])  # alpha as stored
+    visible = straight[..., -1] > 0
+    tolerance = 2.5 / (top * 0.25)  # one step of the stored colour, divided by the smallest alpha
+    assert np.abs(got[..., :-1] - straight[..., :-1])[visible].max() < tolerance  # un-premultiplied
+    assert (got[0, 0, :-1] == 0).all()
+    write_image(tmp_path / "back.tif", loaded.tensor, bit_depth=bit_depth, associated_alpha=True)
+    with tifffile.TiffFile(tmp_path / "back.tif") as tif:
+        back, extra = tif.pages[0].asarray(), [int(e) for e in tif.pages[0].extrasamples]
+    back = back.reshape(stored.shape)
+    assert extra == [1]  # labelled associated again
+    assert np.abs(back.astype(int) - stored.astype(int)).max() <= 1  # the same premultiplied samples
+
+
+def test_unassociated_alpha_stays_unassociated(tmp_path):
+    array = np.random.default_rng(0).integers(0, 65536, (9, 11, 4)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "straight.tif", array, photometric="rgb", extrasamples=("unassalpha",))
+    loaded = read_image(tmp_path / "straight.tif")
+    assert not loaded.associated_alpha
+    assert np.array_equal(as_ints(loaded.tensor, 16), array)  # no division by alpha
+    write_image(tmp_path / "back.tif", loaded.tensor, bit_depth=16, associated_alpha=loaded.associated_alpha)
+    with tifffile.TiffFile(tmp_path / "back.tif") as tif:
+        assert [int(e) for e in tif.pages[0].extrasamples] == [2]
+        assert np.array_equal(tif.pages[0].asarray(), array)
+
+
+def test_an_existing_file_is_never_replaced_without_overwrite(tmp_path):
+    target = tmp_path / "out.png"
+    target.write_bytes(b"someone else's image")
+    with pytest.raises(restorex_io.OutputExistsError, match=r"out\.png already exists.*--overwrite"):
+        write_image(target, torch.rand(1, 3, 8, 8))
+    assert target.read_bytes() == b"someone else's image"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # no temporary left
+    write_image(target, torch.rand(1, 3, 8, 8), overwrite=True)
+    assert read_image(target).tensor.shape == (1, 3, 8, 8)
+
+
+def test_two_writers_racing_for_one_name_one_wins_the_other_is_told(tmp_path):
+    """Both have written their file and publish at the same moment: the link is atomic, so exactly one wins."""
+    import threading
+
+    both_written = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def writer(tag: str) -> None:
+        def write(f):
+            f.write(tag.encode())
+            both_written.wait(timeout=30)
+
+        try:
+            restorex_io.publish(tmp_path / "same.png", write)
+            outcomes[tag] = "published"
+        except restorex_io.OutputExistsError:
+            outcomes[tag] = "refused"
+
+    threads = [threading.Thread(target=writer, args=(tag,)) for tag in ("first", "second")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(outcomes.values()) == ["published", "refused"]
+    (winner,) = [tag for tag, outcome in outcomes.items() if outcome == "published"]
+    assert (tmp_path / "same.png").read_text() == winner
+    assert [p.name for p in tmp_path.iterdir()] == ["same.png"]
+
+
+def test_a_decompression_bomb_is_named_with_its_size_and_the_way_on(tmp_path, monkeypatch):
+    from PIL import Image
+
+    for name, depth in (("bomb.png", 8), ("bomb16.png", 16), ("bomb.tif", 16)):
+        write_image(tmp_path / name, torch.rand(1, 3, 20, 30), bit_depth=depth)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 250)  # refuses more than 500 pixels: 20 x 30 = 600
+    for name in ("bomb.png", "bomb16.png", "bomb.tif"):
+        with pytest.raises(ImageFileError) as info:
+            read_image(tmp_path / name)
+        message = str(info.value)
+        assert name in message and "600 pixels" in message and "safety limit of 500 pixels" in message
+        assert "--max-pixels" in message and "use PNG or TIFF" not in message
+    restorex_io.set_pixel_limit(600)
+    assert read_image(tmp_path / "bomb.tif").tensor.shape == (1, 3, 20, 30)
+
+
+def test_an_unreadable_file_is_named_with_the_problem(tmp_path, monkeypatch):
+    from PIL import Image
+
+    path = write_image(tmp_path / "locked.png", torch.rand(1, 3, 8, 8))
+    if os.geteuid() != 0:  # a real refusal where the permissions apply
+        path.chmod(0)
+    else:  # root reads every file: the refusal the operating system gives others, raised where Pillow opens it
+        def refuse(fp, *args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(fp))
+
+        monkeypatch.setattr(Image, "open", refuse)
+    with pytest.raises(ImageFileError, match="locked.png: permission denied.*chmod"):
+        read_image(path)
