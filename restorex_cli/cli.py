@@ -135,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
     except PermissionError as e:  # a file or folder the checks could not foresee (e.g. made unreadable meanwhile)
         logger.debug("details", exc_info=True)
-        print(f"error: {e.filename or ''}: permission denied ({e.strerror}); check its permissions", file=sys.stderr)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}permission denied ({e.strerror}); check the permissions", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`restorex info FILE | head -3`): stop quietly, as Unix tools do
         _silence_stdout()
@@ -543,6 +544,10 @@ def correct_sequence_files(model: RestoreX, jobs: list[tuple[Path, Path]], args:
             how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
             bar.write(f"{how} after {done} of {len(jobs)} frames; no partial file was written", file=sys.stderr)
             return 143 if isinstance(e, Terminated) else 130
+        except ImageFileError as e:  # a frame unreadable, or its output made by another program meanwhile
+            bar.write(f"failed: {e}; the clip stopped after {done} of {len(jobs)} frames, each written whole",
+                      file=sys.stderr)
+            return 1
     print(f"corrected a clip of {len(jobs)} frames into {args.out} in {time.perf_counter() - start:.1f} s",
           file=sys.stderr)
     return 0

@@ -92,3 +92,22 @@ def test_ctrl_c_between_frames_exits_130_leaving_only_whole_frames(tmp_path, cap
     assert code == 130 and "interrupted after 1 of 4 frames" in err
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["frame_000.png"]
     assert read_image(tmp_path / "out" / "frame_000.png").tensor.shape == (1, 3, 20, 28)
+
+
+def test_a_frame_whose_output_appears_during_the_run_stops_the_clip_and_is_kept(tmp_path, capsys, checkpoint,
+                                                                                 monkeypatch):
+    make_clip(tmp_path / "in", 3)
+    theirs = tmp_path / "out" / "frame_001.png"
+    checked = cli.check_correct
+
+    def then_another_run_writes(args):
+        checked(args)
+        theirs.parent.mkdir(exist_ok=True)
+        theirs.write_bytes(b"the other run's frame")
+
+    monkeypatch.setattr(cli, "check_correct", then_another_run_writes)
+    code, _, err = run(capsys, "correct", "--sequence", tmp_path / "in", "--out", tmp_path / "out",
+                       "--weights", checkpoint, "--window", 3)
+    assert code == 1 and str(theirs) in err and "--overwrite" in err and "after 1 of 3 frames" in err
+    assert theirs.read_bytes() == b"the other run's frame"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["frame_000.png", "frame_001.png"]
