@@ -14,12 +14,16 @@ by empty modules here; nothing of CoTF is copied into this repository.
 
 RestoreX runs ``correct`` as the command line does: priors, FFEDM and the Restormer with ``tile="auto"``
 (untiled when the image fits in half the available memory, else the largest tile that does), in each of
-``--dtypes`` (the command line's ``--dtype auto`` is bf16 on a CPU with native bf16, fp32 elsewhere).
+``--dtypes`` (the command line's ``--dtype auto`` is bf16 on a CPU with native bf16, fp32 elsewhere), with
+malloc tuned as the command line tunes it (``restorex_core.allocator.reuse_freed_memory``, entered for each
+RestoreX call only, so CoTF runs with glibc's settings as before). ``--malloc library`` times RestoreX as the
+library and the ComfyUI nodes run it, with glibc's own settings.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import sys
@@ -85,7 +89,12 @@ def main() -> None:
                     help="RestoreX checkpoints (default: the bundled default)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write the raw times here")
+    ap.add_argument("--malloc", choices=["cli", "library"], default="cli",
+                    help="cli: RestoreX inside reuse_freed_memory, as the command line (default); library: glibc's own")
     args = ap.parse_args()
+    from restorex_core.allocator import reuse_freed_memory
+
+    tuned = reuse_freed_memory if args.malloc == "cli" else contextlib.nullcontext
 
     cotf = load_cotf(args.peer)
     models = {f"{w.stem.removeprefix('restorex-')} {d}": restorex(w, d) for w in args.weights for d in args.dtypes}
@@ -110,7 +119,8 @@ def main() -> None:
                 best["CoTF"] = min(best["CoTF"], time.perf_counter() - t0)
                 for name, model in models.items():
                     t0 = time.perf_counter()
-                    model.correct(x, seed=0, tile="auto")
+                    with tuned():
+                        model.correct(x, seed=0, tile="auto")
                     best[name] = min(best[name], time.perf_counter() - t0)
         mp = h * w / 1e6
         raw[f"{w}x{h}"] = best
