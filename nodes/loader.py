@@ -1,10 +1,16 @@
-"""LoadRestoreXModel: a checkpoint from models/restorex under ComfyUI's model management, loaded once."""
+"""LoadRestoreXModel: a checkpoint from models/restorex under ComfyUI's model management.
+
+No cache of its own: the loaded model lives in ComfyUI's node output cache, like a checkpoint or a VAE. It is
+loaded once and shared by every workflow that asks for the same file with the same options, and it is released
+when ComfyUI frees its cache (POST /free with free_memory: the "Free model and node cache" button) or when the
+loader's inputs change. "Unload models" alone moves it off the GPU, as for any ComfyUI model.
+tests/test_comfy_integration.py measures this in a real ComfyUI (process RSS before and after POST /free).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections import OrderedDict
 
 import torch
 
@@ -17,8 +23,6 @@ from .runtime import ManagedRestoreX, comfy_mm
 logger = logging.getLogger(__name__)
 CATEGORY = "image/restoration/RestoreX"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-CACHE_SIZE = 2  # loaded checkpoints kept in RAM, so switching between two files does not reload them
-_cache: OrderedDict[tuple, ManagedRestoreX] = OrderedDict()
 
 
 def _devices(device: str) -> tuple[torch.device, torch.device]:
@@ -34,28 +38,17 @@ def _devices(device: str) -> tuple[torch.device, torch.device]:
 
 
 def load_managed(model_name: str, clip_name: str, device: str, dtype: str) -> ManagedRestoreX:
-    """Resolve the files, then return the cached model for them or load it (see the node below)."""
+    """Resolve the files and load the model under ComfyUI's model management (see the node below)."""
     path = paths.find_model(model_name)
     clip_path = None if clip_name == paths.FROM_CHECKPOINT else paths.find_clip(clip_name)
     load_device, offload_device = _devices(device)
     torch_dtype = auto_dtype(load_device) if dtype == "auto" else DTYPES[dtype]
-    stat = os.stat(path)
-    clip_stat = os.stat(clip_path) if clip_path else None
-    key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size, clip_path and os.path.realpath(clip_path),
-           clip_stat and clip_stat.st_mtime_ns, str(load_device), str(torch_dtype))
-    if key in _cache:
-        _cache.move_to_end(key)
-        return _cache[key]
     if clip_path is None and read_header(path).get("clip_stored") == "false":
         raise MissingWeightsError(paths.clip_needed_message(model_name))
     logger.info("RestoreX: loading %s (%s, %s)", path, load_device, torch_dtype)
     model = load_checkpoint(path, clip=clip_path, device=offload_device, dtype=torch_dtype)
-    managed = ManagedRestoreX.create(model, load_device=load_device, offload_device=offload_device,
-                                     source=os.path.basename(path))
-    _cache[key] = managed
-    while len(_cache) > CACHE_SIZE:
-        _cache.popitem(last=False)
-    return managed
+    return ManagedRestoreX.create(model, load_device=load_device, offload_device=offload_device,
+                                  source=os.path.basename(path))
 
 
 class LoadRestoreXModel:

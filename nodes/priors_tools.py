@@ -1,13 +1,13 @@
-"""Working with priors: BlendPriors (mix two sets) and VisualizePriors (a chart for PreviewImage)."""
+"""Working with priors: BlendPriors (mix two sets) and VisualizePriors (a chart shown on the node)."""
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 from restorex_core import Priors
 
 from .method_nodes import CATEGORY
+from .preview import temp_previews
 from .runtime import image_out, priors_out
 from .visualize import render_priors
 
@@ -34,7 +34,8 @@ class BlendPriors:
 
 
 class VisualizePriors:
-    """Draws the prior vectors and their Fourier amplitudes as an image (connect it to Preview Image)."""
+    """Draws the prior vectors and their Fourier amplitudes as a chart, shown on the node and given as an IMAGE
+    (to save it, or to compare charts side by side)."""
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -48,6 +49,7 @@ class VisualizePriors:
     OUTPUT_TOOLTIPS = ("One chart per image of the batch: each prior's values and Fourier amplitudes.",)
     DESCRIPTION = " ".join(__doc__.split())
 
-    def visualize(self, priors: Priors, width: int) -> tuple[Tensor]:
+    def visualize(self, priors: Priors, width: int) -> dict:
         with torch.inference_mode():
-            return (image_out(render_priors(priors, width=width)),)
+            chart = image_out(render_priors(priors, width=width))
+        return {"ui": {"images": temp_previews(chart, "RestoreX_priors")}, "result": (chart,)}

@@ -1,29 +1,31 @@
-"""A real ComfyUI server with this pack runs every API-format example workflow over HTTP.
+"""A real ComfyUI runs this pack from the zip that `comfy node publish` would upload.
 
-Skipped unless COMFYUI_DIR (a ComfyUI checkout) and COMFYUI_PYTHON (``<venv>/bin/python`` of a venv that runs
-it, with this pack's requirements.txt installed) are set. Drives the server with the shared harness
-(../shared/tools/comfy_harness; COMFY_HARNESS_DIR overrides), on CPU, in a throw-away --base-directory holding
-a tiny checkpoint the test makes. Saved images are compared with restorex_core run in-process (1 LSB:
-ComfyUI's SaveImage truncates).
+The zip (git-tracked files minus .comfyignore, tests/comfy_harness.py) is unpacked into a fresh custom_nodes/ of
+a throw-away --base-directory, and a headless ComfyUI (../shared/comfyui, or COMFYUI_DIR) runs on the CPU with
+the Python running these tests (or COMFYUI_PYTHON), which needs ComfyUI's requirements: .ci/run installs them
+(scripts/comfy_deps.sh). The test runs every API-format example workflow (the video one included) on a tiny
+checkpoint and compares the saved images with restorex_core run in-process (1 LSB: ComfyUI's SaveImage
+truncates); and measures that POST /free gives a loaded model's memory back. Skipped only where there is no ComfyUI.
 
-    COMFYUI_DIR=/work/comfy/ComfyUI COMFYUI_PYTHON=/work/comfy/venv/bin/python \
-        .venv/bin/python -m pytest tests/test_comfy_integration.py -q -s
+    .venv/bin/python -m pytest tests/test_comfy_integration.py -q -s
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
-import socket
-import subprocess
 import sys
+import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from comfy_harness import ComfyError, ComfyServer, Outcome, build_zip, start
 from PIL import Image, ImageSequence
 
 from restorex_core import RestoreX, RestoreXConfig, load_checkpoint, save_checkpoint
@@ -32,24 +34,37 @@ from restorex_core.precision import auto_dtype  # what the workflows' dtype "aut
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
-VIDEO_WORKFLOW = ROOT / "example_workflows" / "api" / "restorex_video.json"  # its own test: a clip, not a photo
-WORKFLOWS = sorted(p for p in (ROOT / "example_workflows" / "api").glob("*.json") if p != VIDEO_WORKFLOW)
-HARNESS = Path(os.environ.get("COMFY_HARNESS_DIR", ROOT.parent / "shared" / "tools" / "comfy_harness"))
+COMFY_DIR = Path(os.environ.get("COMFYUI_DIR", ROOT.parent / "shared" / "comfyui"))
+PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
+API = ROOT / "example_workflows" / "api"
+VIDEO_WORKFLOW = API / "restorex_video.json"  # its own test: a clip, not a photo
+WORKFLOWS = sorted(p for p in API.glob("*.json") if p != VIDEO_WORKFLOW)
 CHECKPOINT = "restorex-test.safetensors"
+BIG = "restorex-big.safetensors"  # ~100 M parameters: 400 MB in fp32, far above the server's RSS noise
+PACK = "restorex"  # the folder name a registry install gives the pack (the node id in pyproject.toml)
 
 
 @dataclass
 class Server:
-    url: str
+    comfy: ComfyServer
     base: Path
-    log: Path
     model: RestoreX
 
+    def run(self, workflow: Path | dict, **sets: dict[str, object]) -> Outcome:
+        """Run an API workflow with some inputs replaced: ``sets={"1": {"image": "x.png"}}``."""
+        prompt = json.loads(workflow.read_text()) if isinstance(workflow, Path) else workflow
+        for nid, inputs in sets.items():
+            prompt[nid]["inputs"].update(inputs)
+        return self.comfy.run(prompt)
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    def images(self, outcome: Outcome) -> dict[str, list[np.ndarray]]:
+        """Output node id -> the images it saved or previewed, as uint8 RGB arrays."""
+        return {nid: [np.asarray(Image.open(io.BytesIO(self.comfy.view(img))).convert("RGB"))
+                      for img in node.get("images", [])]
+                for nid, node in outcome.history["outputs"].items()}
+
+    def loads(self, name: str) -> int:
+        return len(re.findall(r"RestoreX: loading .*" + re.escape(name), self.comfy.log_text()))
 
 
 def _photo(path: Path, h: int, w: int, gain: float) -> None:
@@ -71,55 +86,56 @@ def _saved(x: torch.Tensor) -> np.ndarray:
     return np.clip(255.0 * x[0].permute(1, 2, 0).numpy(), 0, 255).astype(np.uint8)
 
 
+def _big_model() -> RestoreX:
+    """A wide trainable encoder on a tiny model: ~100 M parameters that still run in a second."""
+    config = RestoreXConfig.tiny().replace(clip={"width": 1024, "layers": 8, "heads": 8}, pem={"in_dim": 1024})
+    return RestoreX(config).eval()
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    comfy_dir, python = os.environ.get("COMFYUI_DIR"), os.environ.get("COMFYUI_PYTHON")
-    if not comfy_dir or not python:
-        pytest.skip("set COMFYUI_DIR and COMFYUI_PYTHON to run the ComfyUI integration test")
-    venv = Path(python).parent.parent
-    assert (venv / "bin" / "python").exists(), f"COMFYUI_PYTHON must be <venv>/bin/python*, got {python}"
-    assert (HARNESS / "run_comfy.sh").exists(), f"comfy_harness not found at {HARNESS}; set COMFY_HARNESS_DIR"
+def published(tmp_path_factory) -> tuple[list[str], Path]:
+    """The publish zip's file list, and the zip unpacked into a fresh custom_nodes/ as a registry install."""
+    if not (COMFY_DIR / "main.py").exists():
+        pytest.skip(f"no ComfyUI at {COMFY_DIR} (the ComfyUI source; set COMFYUI_DIR to use another checkout)")
     tmp = tmp_path_factory.mktemp("comfy")
-    base = tmp / "base"
-    for sub in ("models/restorex", "custom_nodes", "input", "output"):
-        (base / sub).mkdir(parents=True)
+    files = build_zip(ROOT, tmp / "restorex.zip")
+    custom_nodes = tmp / "base" / "custom_nodes"
+    with zipfile.ZipFile(tmp / "restorex.zip") as z:
+        z.extractall(custom_nodes / PACK)
+    print(f"publish zip: {len(files)} files, {(tmp / 'restorex.zip').stat().st_size / 2**20:.1f} MiB")
+    return files, tmp / "base"
+
+
+@pytest.fixture(scope="module")
+def server(published):
+    _, base = published
+    for sub in ("models/restorex", "input", "output"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    model = RestoreX(RestoreXConfig.tiny()).eval()
-    save_checkpoint(model, base / "models" / "restorex" / CHECKPOINT)
-    port = _free_port()
-    env = {**os.environ, "COMFY_RUN_DIR": str(tmp / "run")}
-    run = [str(HARNESS / "run_comfy.sh")]
-    started = subprocess.run(run + ["start", comfy_dir, str(venv), "--port", str(port), "--pack", str(ROOT), "--",
-                                    "--disable-api-nodes", "--base-directory", str(base)],
-                             env=env, capture_output=True, text=True, timeout=420)
-    print(started.stdout + started.stderr)
-    assert started.returncode == 0, started.stdout + started.stderr
-    log = tmp / "run" / f"comfy_{port}.log"
+    save_checkpoint(RestoreX(RestoreXConfig.tiny()).eval(), base / "models" / "restorex" / CHECKPOINT)
+    save_checkpoint(_big_model(), base / "models" / "restorex" / BIG)
     try:
-        pack_warnings = [line for line in started.stdout.splitlines() if "WARN" in line and ROOT.name in line]
-        assert not pack_warnings, "\n".join(pack_warnings + [log.read_text()[-3000:]])
+        comfy = start(COMFY_DIR, PYTHON, base)
+    except ComfyError as e:
+        raise ComfyError(f"{e}\nComfyUI runs with {PYTHON}: install ComfyUI's requirements into it with "
+                         "`bash scripts/comfy_deps.sh` (no second torch), or set COMFYUI_PYTHON") from e
+    try:
         model = load_checkpoint(base / "models" / "restorex" / CHECKPOINT, dtype=auto_dtype("cpu"))
-        yield Server(f"http://127.0.0.1:{port}", base, log, model)
+        yield Server(comfy, base, model)
     finally:
-        subprocess.run(run + ["stop", "--port", str(port)], env=env, capture_output=True, timeout=60)
+        comfy.stop()
 
 
-def submit(server: Server, workflow: Path, out: Path, *sets: str, expect: str = "success"):
-    cmd = [sys.executable, str(HARNESS / "submit_workflow.py"), str(workflow), "--server", server.url,
-           "--timeout", "600", "--download", str(out), "--json-out", str(out / "record.json"), "--expect", expect]
-    for s in sets:
-        cmd += ["--set", s]
-    out.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=700)
-    print(f"$ submit_workflow.py {workflow.name} -> rc {done.returncode}\n{done.stdout}{done.stderr}")
-    assert done.returncode == 0, done.stdout + done.stderr + server.log.read_text()[-3000:]
-    return json.loads((out / "record.json").read_text()), done.stderr
-
-
-def outputs(record: dict, out: Path) -> dict[str, list[np.ndarray]]:
-    """Output node id -> the images it saved or previewed, as uint8 arrays."""
-    return {nid: [np.asarray(Image.open(out / img["filename"]).convert("RGB")) for img in node["images"]]
-            for nid, node in record["history"]["outputs"].items()}
+def test_the_publish_zip_ships_the_pack_and_leaves_the_development_folders_out(published):
+    files, base = published
+    top = {f.split("/")[0] for f in files}
+    for needed in ("__init__.py", "nodes", "restorex_core", "weights", "example_workflows", "requirements.txt",
+                   "pyproject.toml", "LICENSE"):
+        assert needed in top, f"{needed} is missing from the publish zip"
+    assert "weights/restorex-default.safetensors" in files
+    for left_out in ("training", "tests", "benchmarks", "docs", "scripts", "restorex_cli", ".ci", ".github"):
+        assert left_out not in top, f"{left_out}/ should be left out by .comfyignore"
+    assert (base / "custom_nodes" / PACK / "nodes" / "loader.py").is_file()
 
 
 def expected(server: Server, workflow: str, photo: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
@@ -134,19 +150,19 @@ def expected(server: Server, workflow: str, photo: torch.Tensor, reference: torc
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS, ids=[w.stem for w in WORKFLOWS])
-def test_example_workflow_runs_on_a_real_comfyui(server, workflow, tmp_path):
+def test_example_workflow_runs_on_a_real_comfyui(server, workflow):
     prompt = json.loads(workflow.read_text())
     _photo(server.base / "input" / "rx_photo.png", 80, 96, gain=0.3)
     _photo(server.base / "input" / "rx_reference.png", 64, 64, gain=1.0)
-    sets = []
+    sets: dict[str, dict[str, object]] = {}
     images = iter(["rx_photo.png", "rx_reference.png"])
     for nid, node in prompt.items():
         if node["class_type"] == "LoadImage":
-            sets.append(f'{nid}.image="{next(images)}"')
+            sets[nid] = {"image": next(images)}
         if node["class_type"] == "LoadRestoreXModel":
-            sets.append(f'{nid}.model_name="{CHECKPOINT}"')
-    record, _ = submit(server, workflow, tmp_path, *sets)
-    saved = outputs(record, tmp_path)
+            sets[nid] = {"model_name": CHECKPOINT}
+    outcome = server.run(prompt, **sets)
+    saved = server.images(outcome)
     photo = _image(server.base / "input" / "rx_photo.png")
     reference = _image(server.base / "input" / "rx_reference.png")
     want = expected(server, workflow.stem, photo, reference)
@@ -158,21 +174,24 @@ def test_example_workflow_runs_on_a_real_comfyui(server, workflow, tmp_path):
     assert diff.max() <= 1, f"{int((diff > 1).sum())} pixels differ by more than 1 LSB (max {diff.max()})"
     assert np.abs(got.astype(int) - _saved(photo).astype(int)).mean() > 1  # the photo was changed
     charts = [saved[nid][0] for nid, node in prompt.items() if node["class_type"] == "PreviewImage"]
-    for chart in charts:  # VisualizePriors -> PreviewImage: a 4-row chart, 896 wide
+    on_node = [saved[nid][0] for nid, node in prompt.items() if node["class_type"] == "RestoreXVisualizePriors"]
+    assert len(on_node) == len(charts)  # Visualize Priors shows its chart on the node and still outputs it
+    for chart, shown in zip(charts, on_node, strict=True):  # a 4-row chart, 896 wide
         assert chart.shape == (34 + 4 * 132 + 10, 896, 3) and chart.std() > 10
+        assert np.array_equal(chart, shown)
     if len(charts) == 2:
         assert not np.array_equal(charts[0], charts[1])  # input vs enhanced priors
-    loads = re.findall(r"RestoreX: loading .*" + re.escape(CHECKPOINT), server.log.read_text())
-    assert len(loads) == 1, loads  # the same file under other node ids and workflows is not loaded again
+    # loaded once: the same file under other node ids and in other workflows comes from ComfyUI's output cache
+    assert server.loads(CHECKPOINT) == 1, server.comfy.log_text()[-3000:]
 
 
-def test_missing_checkpoint_is_refused_before_running_with_the_folders_searched(server, tmp_path):
-    workflow = ROOT / "example_workflows" / "api" / "restorex_one_node.json"
+def test_missing_checkpoint_is_refused_before_running_with_the_folders_searched(server):
     _photo(server.base / "input" / "rx_photo.png", 80, 96, gain=0.3)
-    _, stderr = submit(server, workflow, tmp_path, '1.image="rx_photo.png"', '2.model_name="nowhere.safetensors"',
-                       expect="validation_error")
-    assert "nowhere.safetensors" in stderr and str(server.base / "models" / "restorex") in stderr
-
+    prompt = json.loads((API / "restorex_one_node.json").read_text())
+    prompt["1"]["inputs"]["image"], prompt["2"]["inputs"]["model_name"] = "rx_photo.png", "nowhere.safetensors"
+    outcome = server.comfy.submit(prompt)
+    assert outcome.status == "validation_error"
+    assert "nowhere.safetensors" in outcome.errors and str(server.base / "models" / "restorex") in outcome.errors
 
 
 def _clip(path: Path, frames: int, h: int, w: int) -> None:
@@ -196,9 +215,10 @@ def test_video_workflow_corrects_a_48_frame_clip_on_a_real_comfyui(server, tmp_p
     from restorex_core.sequence import correct_sequence
 
     _clip(server.base / "input" / "rx_clip.webp", 48, 40, 56)
-    record, _ = submit(server, VIDEO_WORKFLOW, tmp_path, '1.image="rx_clip.webp"', f'2.model_name="{CHECKPOINT}"')
-    (saved,) = record["history"]["outputs"]["4"]["images"]
-    got = np.stack(_frames(tmp_path / saved["filename"]))
+    outcome = server.run(VIDEO_WORKFLOW, **{"1": {"image": "rx_clip.webp"}, "2": {"model_name": CHECKPOINT}})
+    (saved,) = outcome.history["outputs"]["4"]["images"]
+    (tmp_path / "out.webp").write_bytes(server.comfy.view(saved))
+    got = np.stack(_frames(tmp_path / "out.webp"))
     clip = torch.from_numpy(np.stack(_frames(server.base / "input" / "rx_clip.webp"))).float().div(255)
     with torch.inference_mode():  # the workflow's widgets: window 9, hold 0, seed 0
         want = correct_sequence(server.model, clip.permute(0, 3, 1, 2), window=9, hold=0, seed=0)
@@ -206,3 +226,33 @@ def test_video_workflow_corrects_a_48_frame_clip_on_a_real_comfyui(server, tmp_p
     assert got.shape == (48, 40, 56, 3)
     diff = np.abs(got.astype(int) - want.astype(int))
     assert diff.max() <= 1, f"{int((diff > 1).sum())} values differ by more than 1 LSB (max {diff.max()})"
+
+
+def _rss_after_free(comfy: ComfyServer, below: int, timeout: float = 30) -> int:
+    """POST /free (unload models + free the node cache, as the UI's button does), then the server's RSS once it
+    has fallen below ``below`` bytes or ``timeout`` seconds have passed (the worker acts on the flags between
+    prompts and then runs gc)."""
+    comfy.free(unload_models=True, free_memory=True)
+    deadline = time.monotonic() + timeout
+    while (rss := comfy.rss()) >= below and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return rss
+
+
+def test_free_gives_a_loaded_models_memory_back_and_the_next_run_loads_it_again(server):
+    """Load a 400 MB model, run it, POST /free {unload_models, free_memory}: the process RSS falls back by the
+    model's size, and the next run loads the model again and gives the same picture."""
+    _photo(server.base / "input" / "rx_photo.png", 80, 96, gain=0.3)
+    sets = {"1": {"image": "rx_photo.png"}, "2": {"model_name": BIG, "dtype": "fp32"}}
+    size = sum(p.numel() * 4 for p in _big_model().parameters())
+    base = _rss_after_free(server.comfy, below=0, timeout=3)  # whatever earlier tests left loaded is freed
+    first = server.images(server.run(API / "restorex_one_node.json", **sets))["4"][0]
+    loaded = server.comfy.rss()
+    after = _rss_after_free(server.comfy, below=loaded - size * 3 // 4)
+    print(f"RSS: {base / 2**20:.0f} MiB before, {loaded / 2**20:.0f} MiB with the {size / 2**20:.0f} MiB model "
+          f"loaded, {after / 2**20:.0f} MiB after POST /free")
+    assert loaded - base > size * 3 // 4  # the measurement sees the model
+    assert loaded - after > size * 3 // 4, "POST /free did not give the model's memory back"
+    again = server.images(server.run(API / "restorex_one_node.json", **sets))["4"][0]
+    assert server.loads(BIG) == 2  # loaded again after the free, not kept somewhere else
+    assert np.array_equal(first, again)

@@ -8,15 +8,19 @@ The pack is imported the way ComfyUI imports a custom-node folder (its __init__.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib.util
 import json
 import os
 import sys
 import types
+import weakref
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 
 from restorex_core import CheckpointError, ClipVision, MissingWeightsError, RestoreX, RestoreXConfig, save_checkpoint
@@ -36,6 +40,7 @@ class Comfy:
 
     def __init__(self, base: Path) -> None:
         self.models = base / "models"
+        self.temp = base / "temp"
         self.loads: list[tuple[list, int, bool]] = []  # load_models_gpu calls
         self.bars: list = []  # every comfy.utils.ProgressBar made
         self.free_memory = 64 * 2**30
@@ -71,7 +76,11 @@ class Comfy:
                     return os.path.join(folder, filename)
             return None
 
+        def get_save_image_path(prefix: str, output_dir: str, width: int = 0, height: int = 0):
+            return output_dir, prefix, 1, "", prefix  # (folder, file name, counter, subfolder, prefix)
+
         fp.get_filename_list, fp.get_full_path = get_filename_list, get_full_path
+        fp.get_temp_directory, fp.get_save_image_path = lambda: str(self.temp), get_save_image_path
         return fp
 
     def _mm(self) -> types.ModuleType:
@@ -133,6 +142,7 @@ def comfy(tmp_path, monkeypatch):
         monkeypatch.setitem(sys.modules, name, module)
     (stub.models / "restorex").mkdir(parents=True)
     (stub.models / "clip_vision").mkdir(parents=True)
+    stub.temp.mkdir()
     yield stub
     for name in [n for n in sys.modules if n == "restorex_pack" or n.startswith("restorex_pack.")]:
         del sys.modules[name]
@@ -278,14 +288,15 @@ def test_loader_errors_name_the_folders_searched(pack, comfy):
         loader.load("broken.safetensors", "(from checkpoint)", "gpu", "auto")
 
 
-def test_loader_loads_once_and_keeps_the_model_under_model_management(pack, tiny, comfy):
+def test_loader_keeps_no_model_of_its_own_and_puts_it_under_model_management(pack, tiny, comfy):
+    """Sharing and freeing are ComfyUI's output cache's job (measured in tests/test_comfy_integration.py): the
+    node must hold no reference that would keep a model alive after ComfyUI dropped it."""
     loader = node(pack, "LoadRestoreXModel")
     first = loader.load("tiny.safetensors", "(from checkpoint)", "auto", "fp32")[0]
-    again = node(pack, "LoadRestoreXModel").load("tiny.safetensors", "(from checkpoint)", "auto", "fp32")[0]
     half = loader.load("tiny.safetensors", "(from checkpoint)", "cpu", "bf16")[0]
-    assert again is first and half is not first and half.dtype == torch.bfloat16
+    assert half.dtype == torch.bfloat16 and first.dtype == torch.float32
     auto = loader.load("tiny.safetensors", "(from checkpoint)", "cpu", "auto")[0]
-    assert auto.dtype == auto_dtype("cpu") and auto is (half if auto.dtype == torch.bfloat16 else first)
+    assert auto.dtype == auto_dtype("cpu")
     assert first.patcher.model.restorex is first.model and first.patcher.load_device == torch.device("cpu")
     weights = zip(first.model.state_dict().values(), tiny.state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for a, b in weights)
@@ -293,10 +304,13 @@ def test_loader_loads_once_and_keeps_the_model_under_model_management(pack, tiny
     correct(pack, first, image())
     patchers, memory, full = comfy.loads[0]
     assert patchers == [first.patcher] and memory > 0 and full  # loaded (and memory freed) before running
+    gone = weakref.ref(first.model)
+    del first, patchers, comfy.loads[:]
+    gc.collect()
+    assert gone() is None  # nothing in the pack keeps a dropped model alive
     before = type(loader).IS_CHANGED("tiny.safetensors", "(from checkpoint)", "auto", "fp32")
     os.utime(comfy.models / "restorex" / "tiny.safetensors", ns=(1, 1))  # a changed file is loaded again
     assert type(loader).IS_CHANGED("tiny.safetensors", "(from checkpoint)", "auto", "fp32") != before
-    assert loader.load("tiny.safetensors", "(from checkpoint)", "auto", "fp32")[0] is not first
 
 
 def test_loader_with_a_separate_clip_file(pack, comfy):
@@ -523,11 +537,17 @@ def test_blend_priors_at_0_and_1_equals_its_inputs(pack, loaded):
     assert out.shape == (3, 40, 48, 3)
 
 
-def test_visualize_priors_draws_one_chart_per_image(pack, loaded):
+def test_visualize_priors_draws_one_chart_per_image_and_shows_it_on_the_node(pack, loaded, comfy):
     (priors,) = node(pack, "RestoreXExtractCLIPPriors").extract(loaded, image(b=2), "input")
-    (chart,) = node(pack, "RestoreXVisualizePriors").visualize(priors, 640)
+    out = node(pack, "RestoreXVisualizePriors").visualize(priors, 640)
+    (chart,) = out["result"]
     assert chart.shape[0] == 2 and chart.shape[2:] == (640, 3) and chart.shape[1] > 400
     assert chart.dtype == torch.float32 and 0 <= chart.min() < 0.2 and 0.9 < chart.max() <= 1
     assert not torch.equal(chart[0], chart[1])  # the two images' priors differ, so do their charts
+    shown = out["ui"]["images"]  # PreviewImage's format: temp PNGs the frontend draws on the node
+    assert [e["type"] for e in shown] == ["temp", "temp"] and len({e["filename"] for e in shown}) == 2
+    for entry, want in zip(shown, chart, strict=True):
+        png = np.asarray(Image.open(comfy.temp / entry["subfolder"] / entry["filename"]), dtype=np.int16)
+        assert np.abs(png - np.clip(255.0 * want.numpy(), 0, 255).astype(np.int16)).max() <= 1
     with pytest.raises(ValueError, match="at least 400"):
         node(pack, "RestoreXVisualizePriors").visualize(priors, 100)
