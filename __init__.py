@@ -19,4 +19,8 @@ else:
     # Python identifier (e.g. "comfyui-restorex"). Nothing registers nodes then; the tests import nodes/ directly.
     NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = {}, {}
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+# Served by ComfyUI under /extensions/<folder>/: the node help pages (web/docs/<NodeId>.md) and the icon.
+# No .js in it: the pack adds no frontend code.
+WEB_DIRECTORY = "./web"
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from .aliases import SEARCH_ALIASES
 from .correct import ExposureCorrect
 from .loader import LoadRestoreXModel
 from .method_nodes import ExtractCLIPPriors, FFEDMEnhance, RestormerInject
@@ -34,6 +35,9 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "RestoreXBlendPriors": "RestoreX Blend Priors",
     "RestoreXVisualizePriors": "RestoreX Visualize Priors",
 }
+
+for _node_id, _aliases in SEARCH_ALIASES.items():  # the classic API's SEARCH_ALIASES class attribute
+    NODE_CLASS_MAPPINGS[_node_id].SEARCH_ALIASES = _aliases
 
 if "folder_paths" in sys.modules:  # inside ComfyUI: list models/restorex in GET /models before any node runs
     from . import paths

@@ -206,13 +206,13 @@ def _ignore_patterns(root: Path) -> list[str]:
 
 
 def ignored(path: str, patterns: list[str]) -> bool:
-    """Whether a repo-relative POSIX path matches a .comfyignore pattern (gitignore rules for ``dir/``,
-    ``a/b`` anchored paths and ``*.ext`` globs, which is all .comfyignore uses)."""
+    """Whether a repo-relative POSIX path matches a .comfyignore pattern (gitignore rules for ``dir/`` (any
+    folder of that name), ``/dir/`` and ``a/b`` (anchored to the root) and ``*.ext`` globs: all it uses)."""
     parts = path.split("/")
     for pattern in patterns:
         folder = pattern.endswith("/")
         p = pattern.strip("/")
-        anchored = "/" in p
+        anchored = "/" in pattern.rstrip("/")  # a leading or inner slash anchors it to the root
         if anchored:  # matched from the root, against the path or one of its parent folders
             candidates = ["/".join(parts[: i + 1]) for i in range(len(parts) - (1 if folder else 0))]
         else:  # matched against any one component (a folder pattern only against folders)

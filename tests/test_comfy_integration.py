@@ -5,7 +5,8 @@ a throw-away --base-directory, and a headless ComfyUI (../shared/comfyui, or COM
 the Python running these tests (or COMFYUI_PYTHON), which needs ComfyUI's requirements: .ci/run installs them
 (scripts/comfy_deps.sh). The test runs every API-format example workflow (the video one included) on a tiny
 checkpoint and compares the saved images with restorex_core run in-process (1 LSB: ComfyUI's SaveImage
-truncates); and measures that POST /free gives a loaded model's memory back. Skipped only where there is no ComfyUI.
+truncates); checks what the UI reads (templates and their thumbnails, help pages, translations, search aliases);
+and measures that POST /free gives a loaded model's memory back. Skipped only where there is no ComfyUI.
 
     .venv/bin/python -m pytest tests/test_comfy_integration.py -q -s
 """
@@ -40,7 +41,7 @@ API = ROOT / "example_workflows" / "api"
 VIDEO_WORKFLOW = API / "restorex_video.json"  # its own test: a clip, not a photo
 WORKFLOWS = sorted(p for p in API.glob("*.json") if p != VIDEO_WORKFLOW)
 CHECKPOINT = "restorex-test.safetensors"
-BIG = "restorex-big.safetensors"  # ~100 M parameters: 400 MB in fp32, far above the server's RSS noise
+BIG = "restorex-big.safetensors"  # 52 M parameters: 197 MiB in fp32, far above the server's RSS noise
 PACK = "restorex"  # the folder name a registry install gives the pack (the node id in pyproject.toml)
 
 
@@ -87,7 +88,7 @@ def _saved(x: torch.Tensor) -> np.ndarray:
 
 
 def _big_model() -> RestoreX:
-    """A wide trainable encoder on a tiny model: ~100 M parameters that still run in a second."""
+    """A wide trainable encoder on a tiny model: 52 M parameters (197 MiB in fp32) that run in a second."""
     config = RestoreXConfig.tiny().replace(clip={"width": 1024, "layers": 8, "heads": 8}, pem={"in_dim": 1024})
     return RestoreX(config).eval()
 
@@ -129,8 +130,8 @@ def server(published):
 def test_the_publish_zip_ships_the_pack_and_leaves_the_development_folders_out(published):
     files, base = published
     top = {f.split("/")[0] for f in files}
-    for needed in ("__init__.py", "nodes", "restorex_core", "weights", "example_workflows", "requirements.txt",
-                   "pyproject.toml", "LICENSE"):
+    for needed in ("__init__.py", "nodes", "restorex_core", "weights", "example_workflows", "web", "locales",
+                   "requirements.txt", "pyproject.toml", "LICENSE"):
         assert needed in top, f"{needed} is missing from the publish zip"
     assert "weights/restorex-default.safetensors" in files
     for left_out in ("training", "tests", "benchmarks", "docs", "scripts", "restorex_cli", ".ci", ".github"):
@@ -194,6 +195,32 @@ def test_missing_checkpoint_is_refused_before_running_with_the_folders_searched(
     assert "nowhere.safetensors" in outcome.errors and str(server.base / "models" / "restorex") in outcome.errors
 
 
+def test_the_ui_finds_templates_thumbnails_help_pages_translations_and_aliases(server):
+    """What ComfyUI's frontend (1.27.10 with 0.3.64) fetches for the Templates browser, the node help panel,
+    the Chinese/English UI and node search (search aliases reach the UI from ComfyUI versions that send them)."""
+    from nodes import NODE_CLASS_MAPPINGS
+
+    comfy = server.comfy
+    names = sorted(comfy.get_json("/workflow_templates")[PACK])
+    assert names == sorted(p.stem for p in (ROOT / "example_workflows").glob("*.json"))
+    for name in names:  # the browser shows <name>.jpg as the card's thumbnail
+        thumb = Image.open(io.BytesIO(comfy.view_path(f"/api/workflow_templates/{PACK}/{name}.jpg")))
+        assert thumb.format == "JPEG" and min(thumb.size) >= 256
+    i18n = comfy.get_json("/i18n")
+    info = comfy.get_json("/object_info")
+    for node_id, cls in NODE_CLASS_MAPPINGS.items():
+        page = comfy.view_path(f"/extensions/{PACK}/docs/{node_id}.md").decode()
+        assert page.startswith("# ") and "## Inputs" in page
+        for picture in re.findall(r"!\[[^]]*\]\(([^)]+)\)", page):
+            assert comfy.view_path(f"/extensions/{PACK}/docs/{picture}")[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0")
+        for lang in ("en", "zh"):
+            entry = i18n[lang]["nodeDefs"][node_id]
+            assert entry["display_name"] and entry["description"]
+            inputs = {name for section in ("required", "optional") for name in info[node_id]["input"].get(section, {})}
+            assert set(entry["inputs"]) <= inputs
+        assert info[node_id]["description"] and len(cls.SEARCH_ALIASES) >= 3
+
+
 def _clip(path: Path, frames: int, h: int, w: int) -> None:
     """A lossless animated WebP: the test picture panned 2 px per frame, its exposure hunting around -1.3 EV."""
     y, x = np.mgrid[0:h, 0 : w + 2 * frames].astype(np.float32)
@@ -240,7 +267,7 @@ def _rss_after_free(comfy: ComfyServer, below: int, timeout: float = 30) -> int:
 
 
 def test_free_gives_a_loaded_models_memory_back_and_the_next_run_loads_it_again(server):
-    """Load a 400 MB model, run it, POST /free {unload_models, free_memory}: the process RSS falls back by the
+    """Load a 197 MiB model, run it, POST /free {unload_models, free_memory}: the process RSS falls back by the
     model's size, and the next run loads the model again and gives the same picture."""
     _photo(server.base / "input" / "rx_photo.png", 80, 96, gain=0.3)
     sets = {"1": {"image": "rx_photo.png"}, "2": {"model_name": BIG, "dtype": "fp32"}}
