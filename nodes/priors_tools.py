@@ -47,6 +47,7 @@ class VisualizePriors:
 
     RETURN_TYPES, RETURN_NAMES, FUNCTION, CATEGORY = ("IMAGE",), ("chart",), "visualize", CATEGORY
     OUTPUT_TOOLTIPS = ("One chart per image of the batch: each prior's values and Fourier amplitudes.",)
+    OUTPUT_NODE = True  # runs (and shows its chart) even with nothing connected to its output, as Preview Image
     DESCRIPTION = " ".join(__doc__.split())
 
     def visualize(self, priors: Priors, width: int) -> dict:

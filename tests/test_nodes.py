@@ -544,6 +544,7 @@ def test_visualize_priors_draws_one_chart_per_image_and_shows_it_on_the_node(pac
     assert chart.shape[0] == 2 and chart.shape[2:] == (640, 3) and chart.shape[1] > 400
     assert chart.dtype == torch.float32 and 0 <= chart.min() < 0.2 and 0.9 < chart.max() <= 1
     assert not torch.equal(chart[0], chart[1])  # the two images' priors differ, so do their charts
+    assert type(node(pack, "RestoreXVisualizePriors")).OUTPUT_NODE  # runs with its output unconnected
     shown = out["ui"]["images"]  # PreviewImage's format: temp PNGs the frontend draws on the node
     assert [e["type"] for e in shown] == ["temp", "temp"] and len({e["filename"] for e in shown}) == 2
     for entry, want in zip(shown, chart, strict=True):
