@@ -5,10 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from restorex_core.compose import correct_blended
-
 from .method_nodes import CATEGORY, FEATHER, MODEL, OVERLAP, SEED, STEPS, STRENGTH, TILE
-from .runtime import ManagedRestoreX, image_out, interrupt, run_tiled
+from .runtime import ManagedRestoreX, image_out, prepare
 
 
 class ExposureCorrect:
@@ -35,10 +33,8 @@ class ExposureCorrect:
 
     def correct(self, model: ManagedRestoreX, image: Tensor, seed: int, steps: int, strength: float, feather: int,
                 tile: int, overlap: int, mask: Tensor | None = None) -> tuple[Tensor]:
-        def run(net, x, tile_, overlap_, report):
-            return correct_blended(net, x, seed=seed, steps=steps or None, tile=tile_, overlap=overlap_,
-                                   strength=strength, mask=None if mask is None else mask.to(x.device),
-                                   feather=feather, progress=report, interrupt=interrupt)
-
         with torch.inference_mode():
-            return (image_out(run_tiled(model, image, run, tile=tile, overlap=overlap), image),)
+            net, x, run = prepare(model, image, tile=tile)
+            out = net.correct(x, seed=seed, steps=steps or None, overlap=overlap, strength=strength,
+                              mask=None if mask is None else mask.to(x.device), feather=feather, **run)
+            return (image_out(out, image),)

@@ -15,14 +15,14 @@ import os
 import torch
 
 from restorex_core import MissingWeightsError, load_checkpoint, read_header
-from restorex_core.precision import auto_dtype
+from restorex_core.describe import describe_checkpoint, summary
+from restorex_core.precision import resolve_dtype
 
 from . import paths
 from .runtime import ManagedRestoreX, comfy_mm
 
 logger = logging.getLogger(__name__)
 CATEGORY = "image/restoration/RestoreX"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _devices(device: str) -> tuple[torch.device, torch.device]:
@@ -42,11 +42,12 @@ def load_managed(model_name: str, clip_name: str, device: str, dtype: str) -> Ma
     path = paths.find_model(model_name)
     clip_path = None if clip_name == paths.FROM_CHECKPOINT else paths.find_clip(clip_name)
     load_device, offload_device = _devices(device)
-    torch_dtype = auto_dtype(load_device) if dtype == "auto" else DTYPES[dtype]
+    torch_dtype = resolve_dtype(dtype, load_device)
     if clip_path is None and read_header(path).get("clip_stored") == "false":
         raise MissingWeightsError(paths.clip_needed_message(model_name))
     logger.info("RestoreX: loading %s (%s, %s)", path, load_device, torch_dtype)
     model = load_checkpoint(path, clip=clip_path, device=offload_device, dtype=torch_dtype)
+    logger.info("RestoreX: %s", summary(describe_checkpoint(path, model=model, sha256=False)))
     return ManagedRestoreX.create(model, load_device=load_device, offload_device=offload_device,
                                   source=os.path.basename(path))
 

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from restorex_core import Priors
 
-from .runtime import ManagedRestoreX, image_out, interrupt, priors_out, progress, run_tiled
+from .runtime import ManagedRestoreX, image_out, interrupt, prepare, priors_out, progress
 
 CATEGORY = "image/restoration/RestoreX"
 MODEL = ("RESTOREX_MODEL", {"tooltip": "From Load RestoreX Model."})
@@ -20,8 +20,8 @@ STEPS = ("INT", {"default": 0, "min": 0, "max": 1000, "tooltip": "FFEDM reverse 
                                                                  "model was trained with (4 for the paper model)."})
 TILE = ("INT", {"default": 0, "min": 0, "max": 16384, "step": 8, "tooltip": "Restormer tile size in pixels; 0 = "
                 "automatic from the free memory (untiled when it fits). Out of memory halves the tile."})
-OVERLAP = ("INT", {"default": 32, "min": 0, "max": 1024, "step": 8, "tooltip": "Overlap between tiles in pixels "
-                                                                               "(less than half the tile)."})
+OVERLAP = ("INT", {"default": 32, "min": 0, "max": 1024, "step": 8, "tooltip": "Overlap between tiles in pixels: "
+                   "at least 8, and at most (tile - 8) / 2."})
 STRENGTH = ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
                       "tooltip": "Blend with the input: 0 = unchanged, 1 = fully corrected."})
 FEATHER = ("INT", {"default": 16, "min": 0, "max": 512,
@@ -89,8 +89,6 @@ class RestormerInject:
     DESCRIPTION = " ".join(__doc__.split())
 
     def inject(self, model: ManagedRestoreX, image: Tensor, priors: Priors, tile: int, overlap: int) -> tuple[Tensor]:
-        def run(net, x, tile_, overlap_, report):
-            return net.restore(x, priors, tile=tile_, overlap=overlap_, progress=report, interrupt=interrupt)
-
         with torch.inference_mode():
-            return (image_out(run_tiled(model, image, run, tile=tile, overlap=overlap), image),)
+            net, x, run = prepare(model, image, tile=tile)
+            return (image_out(net.restore(x, priors, overlap=overlap, **run), image),)

@@ -1,5 +1,6 @@
 """ComfyUI glue shared by the nodes: the model under ComfyUI's model management, IMAGE layout, progress,
-interrupts, and tiled runs with out-of-memory back-off (the pattern of ComfyUI's ImageUpscaleWithModel).
+interrupts, and the memory budget. Tiles, their rules and the out-of-memory back-off are the core's
+(RestoreX.restore): a node hands it ComfyUI's free memory and hooks, nothing more.
 
 ComfyUI modules are imported inside the functions, so this module imports without ComfyUI.
 """
@@ -14,13 +15,11 @@ import torch
 from torch import Tensor, nn
 
 from restorex_core import RestoreX
+from restorex_core.memory import budget_from_free
 from restorex_core.priors import Priors
-
-from .memory import memory_required, tile_for_free_memory
 
 logger = logging.getLogger(__name__)
 
-MIN_TILE = 64  # below this a tile is mostly overlap; the OOM back-off gives up
 Progress = Callable[[int, int], None]
 
 
@@ -116,38 +115,19 @@ def progress() -> Progress:
     return update
 
 
-Runner = Callable[[RestoreX, Tensor, int | None, int, Progress], Tensor]  # (model, x, tile, overlap, progress)
+def prepare(managed: ManagedRestoreX, image: Tensor, *, tile: int) -> tuple[RestoreX, Tensor, dict]:
+    """Before a core call: free memory for the run and load the model (ComfyUI's model management), move the
+    IMAGE there as (B, C, H, W); return (model, x, the core's run settings).
 
-
-def run_tiled(managed: ManagedRestoreX, image: Tensor, run: Runner, *, tile: int, overlap: int) -> Tensor:
-    """Run ``run(model, x, tile, overlap, progress)`` under ComfyUI's memory management; return its output.
-
-    ``image`` is a ComfyUI IMAGE; ``x`` is that image as (B, C, H, W) on the model's device, moved there
-    after memory was freed and the model loaded. ``tile`` 0 picks the largest tile that fits in the free
-    memory (None = untiled). Out of memory halves the tile and tries again, down to MIN_TILE; then the
-    out-of-memory error is raised as ComfyUI expects it. Tiles picked here use at most a quarter of the tile
-    as overlap.
+    The settings are ``tile`` (0: "auto"), ``max_memory`` (HEADROOM x what ComfyUI reports free once the
+    model is loaded), a progress bar and the interrupt check; the core plans, validates and backs off.
     """
     mm = comfy_mm()
     mm.throw_exception_if_processing_interrupted()
     if image.ndim != 4:
         raise ValueError(f"an IMAGE must be (B, H, W, C), got shape {tuple(image.shape)}")
     b, h, w, _ = image.shape
-    config = managed.model.config.restormer
-    model = managed.load(memory_required(config, managed.dtype, batch=b, height=h, width=w, tile=tile or None))
+    model = managed.load(managed.model.memory_required(b, h, w, tile=tile or None))
     x = managed.image_in(image)
-    chosen, ours = (tile or None), False
-    if tile == 0:
-        free = mm.get_free_memory(managed.device)
-        chosen, ours = tile_for_free_memory(config, managed.dtype, free, batch=b, height=h, width=w), True
-    while True:
-        try:
-            return run(model, x, chosen, min(overlap, chosen // 4) if ours and chosen else overlap, progress())
-        except mm.OOM_EXCEPTION as e:  # retried outside the except block so the failed attempt is freed
-            error = e
-        smaller = (chosen or max(h, w)) // 2 // 8 * 8
-        if smaller < MIN_TILE:
-            raise error
-        logger.warning("RestoreX ran out of memory with tile %s; retrying with tile %d", chosen, smaller)
-        chosen, ours = smaller, True
-        mm.soft_empty_cache()
+    budget = budget_from_free(mm.get_free_memory(managed.device))
+    return model, x, {"tile": tile or "auto", "max_memory": budget, "progress": progress(), "interrupt": interrupt}

@@ -8,7 +8,7 @@ from torch import Tensor
 from restorex_core.compose import correct_sequence_blended
 
 from .method_nodes import CATEGORY, FEATHER, MODEL, OVERLAP, SEED, STEPS, STRENGTH, TILE
-from .runtime import ManagedRestoreX, comfy_mm, image_out, run_tiled
+from .runtime import ManagedRestoreX, image_out, prepare
 
 
 class ExposureCorrectVideo:
@@ -45,12 +45,8 @@ class ExposureCorrectVideo:
     def correct(self, model: ManagedRestoreX, frames: Tensor, window: int, hold: int, seed: int, steps: int,
                 strength: float, feather: int, tile: int, overlap: int, mask: Tensor | None = None) -> tuple[Tensor]:
         clip = frames.movedim(-1, 1)  # (T, C, H, W) on the host; each frame moves to the device when it runs
-        stop = comfy_mm().throw_exception_if_processing_interrupted  # called between frames
-
-        def run(net, _first, tile_, overlap_, report):  # the clip from above, not the first frame run_tiled moved
-            return correct_sequence_blended(net, clip, window=window, hold=hold, seed=seed, steps=steps or None,
-                                            tile=tile_, overlap=overlap_, strength=strength, mask=mask, feather=feather,
-                                            progress=report, interrupt=stop)
-
-        with torch.inference_mode():  # memory, tile and out-of-memory back-off sized for one frame
-            return (image_out(run_tiled(model, frames[:1], run, tile=tile, overlap=overlap), frames),)
+        with torch.inference_mode():  # memory and the tile planned for one frame
+            net, _, run = prepare(model, frames[:1], tile=tile)
+            out = correct_sequence_blended(net, clip, window=window, hold=hold, seed=seed, steps=steps or None,
+                                           overlap=overlap, strength=strength, mask=mask, feather=feather, **run)
+            return (image_out(out, frames),)

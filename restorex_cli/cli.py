@@ -16,7 +16,6 @@ imported, which takes seconds: ``--help`` and a mistyped path answer at once.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import restorex_io
 from restorex_core.allocator import give_back_freed_memory, reuse_freed_memory
-from restorex_core.errors import CheckpointError, MissingWeightsError, RestoreXError
+from restorex_core.errors import MissingWeightsError, RestoreXError
 from restorex_core.files import safetensors_metadata
 from restorex_io import ACCEPTED, ImageFileError, OutputExistsError, is_supported
 
@@ -44,10 +43,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "restorex-default.safetensors"
 WEIGHTS_HELP = ("weights/README.md says what the bundled checkpoint is, how to get it back and how to train "
                 "your own with `python -m training.train`")
-DTYPES = ("auto", "bf16", "fp16", "fp32")  # torch dtypes: _torch_dtype
+DTYPES = ("auto", "bf16", "fp16", "fp32")  # torch dtypes: restorex_core.precision.resolve_dtype
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 0..2**64 - 1 (and negatives, aliases of large seeds)
-SUBMODULES = ("clip", "pem_reference", "pem_input", "ffedm", "restormer")
-_HEADER_KEYS = {"format", "format_version", "config", "clip_stored"}
 
 
 class UsageError(RestoreXError):
@@ -213,19 +210,10 @@ def check_correct(args: argparse.Namespace) -> None:
     if args.steps is not None and not 1 <= args.steps <= (timesteps or args.steps):
         top = f"1..{timesteps}: the checkpoint's FFEDM has T = {timesteps}" if timesteps else "1 or more"
         raise UsageError(f"--steps must be in {top}, got {args.steps}")
-    if isinstance(args.tile, int):
-        from restorex_core.arch.restormer import PriorRestormer  # imports torch: only for tiled runs
+    if args.tile is not None:  # the library's own rule and error (imports torch: only for tiled runs)
+        from restorex_core.tiling import check_tiling
 
-        multiple = PriorRestormer.multiple_of
-        if args.overlap < multiple:
-            raise UsageError(f"--overlap {args.overlap} leaves visible seams between tiles: with --tile use at least "
-                             f"{multiple} pixels (the restorer's multiple of {multiple}); the default is 32")
-        least = min_tile(multiple, args.overlap)
-        if args.tile < least:
-            raise UsageError(f"--tile {args.tile} is too small for --overlap {args.overlap}: tiles must be at least "
-                             f"{least} pixels (4 x the restorer's multiple of {multiple}, and "
-                             "2 x overlap plus that multiple), or the tile grid shows; use --tile "
-                             f"{least} or more (512 suits most memory), or leave --tile out")
+        check_tiling(args.tile, args.overlap, names=("--tile", "--overlap"))
 
 
 def check_readable(files: Sequence[Path]) -> None:
@@ -280,12 +268,6 @@ def memory_arg(text: str) -> int:
     if value < 64 << 20:
         raise argparse.ArgumentTypeError(f"{text} is less than the 64M the smallest tiles need")
     return int(value)
-
-
-def min_tile(multiple_of: int, overlap: int) -> int:
-    """Smallest sound tile: the restorer's deepest level sees at least 4 x 4 pixels of every tile, and every
-    tile keeps at least ``multiple_of`` pixels of its own between the two overlaps."""
-    return max(4 * multiple_of, 2 * overlap + multiple_of)
 
 
 def _header_timesteps(weights: Path) -> int | None:
@@ -387,34 +369,6 @@ def resolve_weights(weights: Path | None) -> Path:
                               f"(or a fresh download of it), or pass a checkpoint with --weights FILE; {WEIGHTS_HELP}")
 
 
-def pick_device(name: str) -> torch.device:
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise UsageError(f"--device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available here; use --device cpu or auto")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"--device {name}: MPS is not available here; use --device cpu or auto")
-    return device
-
-
-def _torch_dtype(name: str, device: torch.device) -> torch.dtype:
-    import torch
-
-    if name == "auto":
-        from restorex_core.precision import auto_dtype
-
-        return auto_dtype(device)
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
-
-
 def correct_file(model: RestoreX, src: Path, dst: Path, args: argparse.Namespace,
                  progress: Callable[[int, int], None] | None = None) -> None:
     """Read, correct and write one image; an alpha channel is copied from the input unchanged, and a gray
@@ -460,8 +414,13 @@ def run_correct(args: argparse.Namespace) -> int:
     if not jobs:
         print(f"nothing to do: every output already exists in {args.out}", file=sys.stderr)
         return 0
-    device = pick_device(args.device)
-    dtype = _torch_dtype(args.dtype, device)
+    from restorex_core.memory import check_budget
+    from restorex_core.precision import resolve_device, resolve_dtype
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    if args.max_memory is not None:
+        check_budget(args.max_memory, device, name="--max-memory")
     model = load_checkpoint(args.weights_path, clip=args.clip, device=device, dtype=dtype)
     logger.info("loaded %s on %s (%s)", args.weights_path, device, str(dtype).removeprefix("torch."))
     if args.sequence:
@@ -554,55 +513,6 @@ def correct_sequence_files(model: RestoreX, jobs: list[tuple[Path, Path]], args:
 
 
 # -- info ------------------------------------------------------------------------------------------------
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def checkpoint_info(path: Path) -> dict[str, Any]:
-    """Everything ``info`` prints, as plain data."""
-    import torch
-    from safetensors import safe_open
-
-    from restorex_core.checkpoint import FORMAT, read_header
-    from restorex_core.config import RestoreXConfig
-    from restorex_core.model import RestoreX
-
-    header = read_header(path)
-    if header.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a RestoreX checkpoint (its header has no format={FORMAT}); "
-                              "RestoreX checkpoints are written by restorex_core.save_checkpoint")
-    try:
-        config = RestoreXConfig.from_dict(json.loads(header["config"]))
-    except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{path} has a missing or invalid config in its header ({e}); export it again") from e
-    # Built on the CPU for its parameter counts (under a second for the paper's model); torch.device("meta")
-    # would be free, but DDPMScheduler reads its timestep tensors with int(), which meta tensors refuse.
-    model = RestoreX(config)
-    with safe_open(str(path), framework="pt") as f:
-        stored = {k: f.get_slice(k).get_shape() for k in f.keys()}
-    counts: dict[str, dict[str, int]] = {}
-    for name in SUBMODULES:
-        values = [torch.Size(s).numel() for k, s in stored.items() if k.startswith(f"{name}.")]
-        params = sum(p.numel() for p in getattr(model, name).parameters())
-        counts[name] = {"parameters": params, "stored_values": sum(values), "stored_tensors": len(values)}
-    counts["total"] = {key: sum(c[key] for c in counts.values()) for key in counts["clip"]}
-    return {
-        "file": str(path.resolve()),
-        "size_bytes": path.stat().st_size,
-        "sha256": sha256_of(path),
-        "format": header["format"],
-        "format_version": int(header.get("format_version", "0")),
-        "clip_trunk": "stored" if counts["clip"]["stored_tensors"] else "external",
-        "parameters": counts,
-        "config": config.to_dict(),
-        "metadata": {k: v for k, v in sorted(header.items()) if k not in _HEADER_KEYS},
-    }
-
-
 def _human_size(n: int) -> str:
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= size:
@@ -620,7 +530,9 @@ def _print_nested(data: dict[str, Any], indent: int = 2) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    info = checkpoint_info(args.file)
+    from restorex_core.describe import describe_checkpoint
+
+    info = describe_checkpoint(args.file)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

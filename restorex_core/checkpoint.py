@@ -118,6 +118,10 @@ def load_checkpoint(
         clip: the frozen CLIP encoder for checkpoints that do not store it: a ClipVision, or a file/tag for
             :func:`restorex_core.load_clip`. Ignored (with a log line) when the checkpoint stores its encoder.
     """
+    if device is not None:  # a clear error naming this machine's devices, before any reading
+        from .precision import resolve_device
+
+        device = resolve_device(device)
     path = _existing(path)
     sd, meta = _read(path)
     if meta.get("format") != FORMAT:

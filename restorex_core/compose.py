@@ -1,8 +1,7 @@
-"""Putting a correction back into a picture: helpers for hosts such as ComfyUI.
+"""Putting a correction back into a picture.
 
 * :func:`correction_weight` / :func:`feather_mask` / :func:`blend`: correct only inside a (feathered) mask and
-  at a given strength, keeping an alpha channel untouched.
-* :func:`correct_blended`: the whole one-call correction used by the ExposureCorrect node.
+  at a given strength, keeping an alpha channel untouched (what ``RestoreX.correct(strength=, mask=)`` does).
 * :func:`correct_sequence_blended`: the same for a video clip (sequence.correct_sequence), used by the
   ExposureCorrectVideo node.
 
@@ -95,45 +94,18 @@ def blend(original: Tensor, corrected: Tensor, weight: Tensor) -> Tensor:
     return out
 
 
-def correct_blended(model: RestoreX, images: Tensor, *, seed: int = 0, steps: int | None = None,
-                    tile: int | None = None, overlap: int = 32, strength: float = 1.0, mask: Tensor | None = None,
-                    feather: int = 0, progress: Callable[[int, int], None] | None = None,
-                    interrupt: Callable[[], None] | None = None) -> Tensor:
-    """Exposure-correct ``images`` (extract -> FFEDM -> Restormer) and blend the result back.
-
-    Runs the method's three parts, with the same arguments, as the staged node graph, so both give the same
-    pixels. Nothing runs when the weight is zero everywhere (strength 0 or an empty mask).
-
-    Args:
-        images: (B, C, H, W) float in [0, 1], C in {1, 3, 4}, on the model's device.
-        progress: called as (done, total) per Restormer tile (and the guide pass).
-        interrupt: called between every step of the three parts; it stops the run by raising.
-    Returns:
-        (B, C, H, W) float in [0, 1].
-    """
-    b, _, h, w = images.shape
-    weight = correction_weight(mask, batch=b, height=h, width=w, strength=strength, feather=feather)
-    if not bool((weight > 0).any()):
-        return images.clone()
-    if interrupt is not None:
-        interrupt()
-    priors = model.enhance_priors(model.extract_priors(images, source="input"), steps=steps, seed=seed,
-                                  interrupt=interrupt)
-    corrected = model.restore(images, priors, tile=tile, overlap=overlap, progress=progress, interrupt=interrupt)
-    return blend(images, corrected, weight.to(images.device))
-
-
 def correct_sequence_blended(model: RestoreX, frames: Tensor, *, window: int = 9, hold: int = HOLD, seed: int = 0,
                              steps: int | None = None, tile: int | None = None, overlap: int = 32,
                              strength: float = 1.0, mask: Tensor | None = None, feather: int = 0,
-                             progress: Callable[[int, int], None] | None = None,
+                             max_memory: int | None = None, progress: Callable[[int, int], None] | None = None,
                              interrupt: Callable[[], None] | None = None) -> Tensor:
-    """:func:`.sequence.correct_sequence` on a clip, each frame blended back as :func:`correct_blended` does.
+    """:func:`.sequence.correct_sequence` on a clip, each frame blended back as ``RestoreX.correct`` blends.
 
     Args:
         frames: (T, C, H, W) float in [0, 1], C in {1, 3, 4}, on any device (each frame moves to the model's
             device when it runs; the result is made on ``frames``' device).
         mask: None, one mask for every frame, or one per frame ((T, H, W) or (T, 1, H, W)); any size.
+        tile, overlap, max_memory: as in ``RestoreX.restore`` ("auto" planned for one frame).
         progress: called as (done, T) per frame; interrupt: called between frames, raises to stop.
     Returns:
         (T, C, H, W) in ``frames``' dtype.
@@ -155,6 +127,7 @@ def correct_sequence_blended(model: RestoreX, frames: Tensor, *, window: int = 9
         return frames.clone()
     out = torch.empty_like(frames)
     for t, corrected in iter_corrected(model, frames, window=window, hold=hold, seed=seed, steps=steps, tile=tile,
-                                       overlap=overlap, progress=progress, interrupt=interrupt):
+                                       overlap=overlap, max_memory=max_memory, progress=progress,
+                                       interrupt=interrupt):
         out[t] = blend(frames[t : t + 1], corrected, weight(t).to(frames.device))[0]
     return out

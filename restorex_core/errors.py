@@ -19,3 +19,11 @@ class MissingWeightsError(RestoreXError, FileNotFoundError):
 
 class ImageInputError(RestoreXError, ValueError):
     """An image tensor or file cannot be processed (NaN/inf, channel count, empty batch, format)."""
+
+
+class TileError(RestoreXError, ValueError):
+    """A tile size and overlap that cannot be run without seams; the message names every problem at once."""
+
+
+class DeviceError(RestoreXError, ValueError):
+    """A device or precision that this machine cannot run; the message names the ones it can."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .arch.restormer import RestormerConfig
+from .errors import DeviceError
 
 # Peak activation values per pixel, per channel of the Restormer's first level (``dim``), of one forward
 # under inference_mode: the max RSS slope of RestoreX.restore on a CPU, 49.1 (fp32) and 51.5 (bf16) for the
@@ -32,7 +33,8 @@ HEADROOM = 0.5  # of the memory reported available: other programs, the allocato
 # The most an automatic plan takes on a CPU: tiles of ~900 px at 4K already cost only ~8% in overlap, so more
 # memory would barely speed a run up, while a 12 MP photo stays within 4 GB of RAM in all (README).
 CPU_BUDGET = 3 << 30
-MIN_TILE = 128  # below this a tile is mostly overlap and border; the OOM back-off stops at 64
+MIN_TILE = 128  # the smallest tile a plan picks: below this a tile is mostly overlap and border
+BACKOFF_MIN_TILE = 64  # running out of memory halves the tile down to this, then gives up (every host alike)
 GUIDE_SIZE = 1024  # long side of the whole-image pass that gives tiles their attention maps (README: fidelity)
 
 
@@ -55,11 +57,52 @@ def is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
 
 
+def budget_from_free(free_bytes: int) -> int:
+    """The budget a plan takes from memory reported free (by the system, or by a host such as ComfyUI after it
+    offloaded other models): HEADROOM x that memory."""
+    return int(max(free_bytes, 0) * HEADROOM)
+
+
 def default_budget(device: torch.device | str) -> int:
     """What ``tile="auto"`` plans for without ``max_memory``: HEADROOM x the available memory (CPU: at most
     CPU_BUDGET)."""
-    budget = int(available_memory(device) * HEADROOM)
+    budget = budget_from_free(available_memory(device))
     return min(budget, CPU_BUDGET) if torch.device(device).type == "cpu" else budget
+
+
+def pass_bytes(config: RestormerConfig, dtype: torch.dtype, *, height: int, width: int, batch: int = 1,
+               tile: int | None = None) -> int:
+    """Peak memory of a run over images of ``height`` x ``width`` as the Restormer sees them (border included):
+    one pass over a tile (or the whole image), plus the whole-image buffers. What a host asks to have free."""
+    pixels = height * width if tile is None else min(tile, height) * min(tile, width)
+    return restormer_bytes_per_pixel(config, dtype) * pixels * batch + image_bytes(height, width, batch)
+
+
+def total_memory(device: torch.device | str) -> int | None:
+    """All the memory of ``device`` in bytes, used or not: a GPU's, or the machine's RAM (None where unknown)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    if device.type == "mps":
+        return int(torch.mps.recommended_max_memory())
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_budget(budget: int, device: torch.device | str, *, name: str = "max_memory") -> None:
+    """Refuse a memory budget larger than all of ``device``'s memory: a plan for memory the machine does not
+    have runs out of it instead of tiling (:class:`DeviceError`, naming the machine's memory)."""
+    total = total_memory(device)
+    if total is not None and budget > total:
+        where = "RAM" if torch.device(device).type == "cpu" else f"memory on {device}"
+        raise DeviceError(f"{name} {_gib(budget)} is more than this machine's {_gib(total)} of {where}: give at "
+                          f"most that, or leave it out to plan for the memory available now")
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.0f} MiB"
 
 
 def available_memory(device: torch.device | str) -> int:

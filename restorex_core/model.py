@@ -15,14 +15,24 @@ from .arch.clip_vit import ClipVision
 from .arch.pem import PriorExtraction
 from .arch.prior_diffusion import FFEDM
 from .arch.restormer import PriorRestormer
+from .compose import blend, correction_weight
 from .config import RestoreXConfig
 from .errors import ClipWeightsError
 from .images import check_images, pad_border, pad_to_multiple, split_channels
-from .memory import GUIDE_SIZE, MIN_TILE, TilePlan, default_budget, is_out_of_memory, plan_tiles
+from .memory import (
+    BACKOFF_MIN_TILE,
+    GUIDE_SIZE,
+    MIN_TILE,
+    TilePlan,
+    default_budget,
+    is_out_of_memory,
+    pass_bytes,
+    plan_tiles,
+)
 from .pipeline import sample_priors
 from .priors import Priors
 from .scheduler import DDPMScheduler
-from .tiling import tile_starts, tiled_apply
+from .tiling import check_tiling, tile_starts, tiled_apply
 
 Progress = Callable[[int, int], None]
 Interrupt = Callable[[], None]  # raises to stop, e.g. comfy.model_management.throw_exception_if_processing_interrupted
@@ -87,7 +97,13 @@ class RestoreX(nn.Module):
             raise ValueError(f"source must be 'input' or 'reference', not {source!r}")
         rgb = split_channels(check_images(images)).rgb
         clip_dtype = self.clip.visual.conv1.weight.dtype
-        tokens = self.clip(rgb.to(self.device, clip_dtype))  # N_taps x (B, N, W)
+        rgb = rgb.to(self.device, clip_dtype)
+        if self.training or rgb.shape[0] == 1:
+            tokens = self.clip(rgb)  # N_taps x (B, N, W)
+        else:  # image by image: batched attention kernels round differently per batch size in bf16, which moved
+            # an image's priors by up to 0.008 and its output by 4/255 (docs/engine.md, "Batch == alone")
+            tokens = [torch.cat(taps) for taps in zip(*(self.clip(rgb[i : i + 1]) for i in range(rgb.shape[0])),
+                                                      strict=True)]
         pem = self.pem_input if source == "input" else self.pem_reference
         return Priors(tuple(pem(tokens)), self.config.clip.taps, source, enhanced=False)
 
@@ -157,8 +173,13 @@ class RestoreX(nn.Module):
         Args:
             tile: None (one pass), a tile size in pixels, or "auto": the largest tile whose pass fits in
                 ``max_memory`` bytes (default: half the memory available on the model's device, at most 3 GiB
-                on a CPU: :func:`restorex_core.memory.default_budget`), untiled when the whole image fits;
-                running out of memory then halves the tile (and the guide pass) and tries again, down to 64.
+                on a CPU: :func:`restorex_core.memory.default_budget`), untiled when the whole image fits.
+                "auto" plans for one image: a batch that does not fit in one pass runs image by image, each
+                with the plan it would get alone. Running out of memory with a tile size or "auto" halves the
+                tile (and the guide pass) and tries again, down to ``memory.BACKOFF_MIN_TILE`` (64).
+            overlap: pixels two tiles share; with a tile size or "auto" at least 8, and a tile size at least
+                ``max(32, 2 x overlap + 8)`` (:func:`restorex_core.tiling.check_tiling`, :class:`TileError`).
+                "auto" uses at most a quarter of its tile.
             progress: called as (done, total) after the guide pass and every tile (total = tiles + 1), or
                 (1, 1) untiled.
             interrupt: called before every transformer block (guide pass and tiles); it stops by raising.
@@ -166,6 +187,7 @@ class RestoreX(nn.Module):
                 own, tiled or not: a clip smooths them over time, and measures a thumbnail restored with them.
         """
         images = check_images(images)
+        check_tiling(tile, overlap, multiple_of=self.restormer.multiple_of)
         if not priors.ready:
             raise ValueError("these are raw input priors (PEM-S2 on a badly exposed photo), which describe the bad "
                              "exposure: run FFEDM Enhance (RestoreX.enhance_priors) on them first, or give reference "
@@ -181,35 +203,53 @@ class RestoreX(nn.Module):
                              f"(blocks {self.config.clip.taps}, D={self.config.pem.dim})")
         split = split_channels(images)
         vectors = list(priors.expand(images.shape[0]).to(self.device, self.dtype).vectors)
+        rgb = split.rgb
+        b, _, h, w = rgb.shape
         if tile != "auto":
-            if isinstance(tile, str) or (tile is not None and tile < 8):
-                raise ValueError(f"tile must be None, 'auto' or a size of at least 8 pixels, got {tile!r}")
-            out = self._restore_rgb(split.rgb, vectors, tile, overlap, guide_size, progress, interrupt, attention)
+            out = self._run_backing_off(rgb, vectors, tile, overlap, False, guide_size, progress, interrupt,
+                                        attention)
         else:
-            b, _, h, w = split.rgb.shape
-            plan = self.tile_plan(b, h, w, max_memory=max_memory, guide_size=guide_size)
-            chosen, guide, long_side = plan.tile, plan.guide_size, max(h, w) + 2 * BORDER
-            while True:
-                try:
-                    out = self._restore_rgb(split.rgb, vectors, chosen, min(overlap, (chosen or 0) // 4) if chosen
-                                            else overlap, guide, progress, interrupt, attention)
-                    break
-                except (RuntimeError, MemoryError) as e:  # retried outside the handler, so the failed pass is freed
-                    if not (isinstance(e, MemoryError) or is_out_of_memory(e)):
-                        raise
-                    error = e
-                smaller = (chosen or long_side) // 2 // 8 * 8
-                if smaller < 64:
-                    raise error
-                # halve the guide pass as well: either pass may be the one that did not fit
-                guide = max(MIN_TILE, min(guide, long_side) // 2 // 8 * 8)
-                logger.warning("RestoreX ran out of memory with tile %s; retrying with tile %d (guide %d)", chosen,
-                               smaller, guide)
-                chosen = smaller
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+            budget = max_memory if max_memory is not None else default_budget(self.device)
+            plan = self.tile_plan(1, h, w, max_memory=budget, guide_size=guide_size)
+            if b == 1 or (plan.tile is None and self.tile_plan(b, h, w, max_memory=budget).tile is None):
+                out = self._run_backing_off(rgb, vectors, plan.tile, overlap, True, plan.guide_size, progress,
+                                            interrupt, attention)
+            else:  # image by image, each with its own plan: a batch never changes an image's tiles
+                outs = []
+                for i in range(b):
+                    report = None if progress is None else (lambda d, t, i=i: progress(i * t + d, b * t))
+                    maps = None if attention is None else [a[i : i + 1] for a in attention]
+                    outs.append(self._run_backing_off(rgb[i : i + 1], [v[i : i + 1] for v in vectors], plan.tile,
+                                                      overlap, True, plan.guide_size, report, interrupt, maps))
+                out = torch.cat(outs)
         out = out.to(images.device, images.dtype).clamp(0.0, 1.0)
         return split.merge(out)
+
+    def _run_backing_off(self, rgb: Tensor, vectors: list[Tensor], tile: int | None, overlap: int, planned: bool,
+                         guide: int, progress: Progress | None, interrupt: Interrupt | None,
+                         attention: list[Tensor] | None) -> Tensor:
+        """:meth:`_restore_rgb`, halving the tile (and the guide pass) when a pass runs out of memory, for a
+        planned tile (then with at most a quarter of it as overlap) or a tile size; one pass (None, not planned)
+        is not retried. The only out-of-memory back-off: every host runs through it."""
+        chosen, long_side = tile, max(rgb.shape[-2:]) + 2 * BORDER
+        while True:
+            try:
+                return self._restore_rgb(rgb, vectors, chosen, min(overlap, chosen // 4) if planned and chosen
+                                         else overlap, guide, progress, interrupt, attention)
+            except (RuntimeError, MemoryError) as e:  # retried outside the handler, so the failed pass is freed
+                if (tile is None and not planned) or not (isinstance(e, MemoryError) or is_out_of_memory(e)):
+                    raise
+                error = e
+            smaller = (chosen or long_side) // 2 // 8 * 8
+            if smaller < BACKOFF_MIN_TILE:
+                raise error
+            # halve the guide pass as well: either pass may be the one that did not fit
+            guide = max(MIN_TILE, min(guide, long_side) // 2 // 8 * 8)
+            logger.warning("RestoreX ran out of memory with tile %s; retrying with tile %d (guide %d)", chosen,
+                           smaller, guide)
+            chosen, planned = smaller, True
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
 
     def tile_plan(self, batch: int, height: int, width: int, *, max_memory: int | None = None,
                   guide_size: int = GUIDE_SIZE) -> TilePlan:
@@ -218,6 +258,12 @@ class RestoreX(nn.Module):
         budget = max_memory if max_memory is not None else default_budget(self.device)
         return plan_tiles(self.config.restormer, self.dtype, height=height + 2 * BORDER, width=width + 2 * BORDER,
                           batch=batch, budget=budget, guide_size=guide_size)
+
+    def memory_required(self, batch: int, height: int, width: int, *, tile: int | None = None) -> int:
+        """Bytes a restore of ``batch`` images of ``height`` x ``width`` needs free besides the weights, with
+        ``tile`` (None: one pass): what a host such as ComfyUI asks its model management to free first."""
+        return pass_bytes(self.config.restormer, self.dtype, height=height + 2 * BORDER, width=width + 2 * BORDER,
+                          batch=batch, tile=tile)
 
     @property
     def _layout(self) -> torch.memory_format:
@@ -249,10 +295,12 @@ class RestoreX(nn.Module):
         """(B, 3, H, W) -> the Restormer's (B, 3, H, W), unclamped, on the model's device."""
         layout = self._layout
 
-        def run(x: Tensor) -> Tensor:
-            padded, (h, w) = pad_to_multiple(x.to(self.device, self.dtype), self.restormer.multiple_of)
-            out = self.restormer(padded.contiguous(memory_format=layout), vectors, interrupt=interrupt)
-            return out[:, :, :h, :w]
+        def run(x: Tensor) -> Tensor:  # the Restormer's residual, run in the model's dtype, added in fp32 to
+            # the input: a 16-bit image keeps its tones in bf16 (a bf16 sum has 8 bits: docs/engine.md, "Precision")
+            padded, (h, w) = pad_to_multiple(x.to(self.device, torch.float32), self.restormer.multiple_of)
+            low = padded.to(self.dtype).contiguous(memory_format=layout)
+            residual = self.restormer(low, vectors, interrupt=interrupt, add_input=False)
+            return (padded + residual.float())[:, :, :h, :w]
 
         (h0, w0), m = rgb.shape[-2:], BORDER
         if tile is None or (h0 <= tile and w0 <= tile):
@@ -283,16 +331,30 @@ class RestoreX(nn.Module):
         tile: Tile = None,
         overlap: int = 32,
         max_memory: int | None = None,
+        strength: float = 1.0,
+        mask: Tensor | None = None,
+        feather: int = 0,
         progress: Progress | None = None,
         interrupt: Interrupt | None = None,
     ) -> Tensor:
-        """The whole method: priors from the input, enhanced by FFEDM, injected into the Restormer.
+        """The whole method: priors from the input, enhanced by FFEDM, injected into the Restormer, then blended
+        back at ``strength`` inside ``mask`` (:func:`restorex_core.compose.correction_weight`; an alpha channel is
+        kept). Nothing runs when the weight is zero everywhere (strength 0 or an empty mask).
 
-        ``tile``, ``max_memory``, ``progress`` (per Restormer tile) and ``interrupt`` as in :meth:`restore`.
+        ``tile``, ``overlap``, ``max_memory``, ``progress`` (per Restormer tile) and ``interrupt`` as in
+        :meth:`restore`. ``mask``: None (everywhere), or (B or 1, H, W) / (H, W) / (B or 1, 1, H, W) float in
+        [0, 1] of any size; ``feather``: its soft edge in pixels.
         """
+        images = check_images(images)
+        check_tiling(tile, overlap, multiple_of=self.restormer.multiple_of)  # before any work
+        b, _, h, w = images.shape
+        weight = correction_weight(mask, batch=b, height=h, width=w, strength=strength, feather=feather)
+        if not bool((weight > 0).any()):
+            return images.clone()
         if interrupt is not None:
             interrupt()
         priors = self.enhance_priors(self.extract_priors(images, source="input"), steps=steps, seed=seed,
                                      interrupt=interrupt)
-        return self.restore(images, priors, tile=tile, overlap=overlap, max_memory=max_memory, progress=progress,
-                            interrupt=interrupt)
+        out = self.restore(images, priors, tile=tile, overlap=overlap, max_memory=max_memory, progress=progress,
+                           interrupt=interrupt)
+        return out if mask is None and strength == 1.0 else blend(images, out, weight.to(images.device))

@@ -47,6 +47,7 @@ from torch import Tensor
 from .errors import ImageInputError
 from .images import LUMA, linear_to_srgb, srgb_to_linear
 from .priors import Priors
+from .tiling import check_tiling
 
 if TYPE_CHECKING:
     from .model import RestoreX
@@ -334,7 +335,7 @@ def plan_sequence(model: RestoreX, frames: Sequence[Tensor], *, window: int, hol
 def iter_corrected(model: RestoreX, frames: Sequence[Tensor], *, window: int = 9, hold: int = HOLD,
                    seed: int | None = 0, steps: int | None = None, smoothing: Literal["centred", "ema"] = "centred",
                    cut_ev: float | None = CUT_EV, tile: int | Literal["auto"] | None = None, overlap: int = 32,
-                   batch: int = 1, progress: Progress | None = None,
+                   batch: int = 1, max_memory: int | None = None, progress: Progress | None = None,
                    interrupt: Interrupt | None = None) -> Iterator[tuple[int, Tensor]]:
     """Yield ``(t, corrected)`` for every frame in order, ``corrected`` (1, C, H, W) on the frame's device and dtype.
 
@@ -352,6 +353,7 @@ def iter_corrected(model: RestoreX, frames: Sequence[Tensor], *, window: int = 9
         tile: as :meth:`RestoreX.restore`'s; "auto" is planned once for the clip's frame size (and, as in
             restore, halved for a frame that runs out of memory). Tiled frames share their smoothed guide
             attention maps (module docstring, 4).
+        max_memory: the budget of ``tile="auto"`` in bytes (default: RestoreX.restore's).
         batch: frames per Restormer pass in the second pass (memory grows with it; 1 keeps ``window=1``
             bit-exact with :meth:`RestoreX.correct`).
         progress: called as (done, T) after every frame of the second pass.
@@ -359,10 +361,11 @@ def iter_corrected(model: RestoreX, frames: Sequence[Tensor], *, window: int = 9
     """
     if batch < 1:
         raise ValueError(f"batch must be at least 1 frame, got {batch}")
+    check_tiling(tile, overlap, multiple_of=model.restormer.multiple_of)  # before the first pass's work
     shape = check_frames(frames)
     # "auto": one plan for the whole clip (every frame has the frame's size), as restore makes it; the second pass
     # still hands "auto" to restore, which makes the same plan and halves the tile if a frame runs out of memory.
-    planned = model.tile_plan(batch, shape[1], shape[2]).tile if tile == "auto" else tile
+    planned = model.tile_plan(1, shape[1], shape[2], max_memory=max_memory).tile if tile == "auto" else tile
     plan = plan_sequence(model, frames, window=window, hold=hold, seed=seed, steps=steps,
                          smoothing=smoothing, cut_ev=cut_ev, tile=planned, interrupt=interrupt)
     total = len(frames)
@@ -373,7 +376,8 @@ def iter_corrected(model: RestoreX, frames: Sequence[Tensor], *, window: int = 9
         chunk = [_frame(frames, t, shape) for t in range(start, stop)]
         x = chunk[0] if len(chunk) == 1 else torch.cat(chunk)  # cat would change a channels-last frame's layout
         maps = None if plan.attention is None else [a[start:stop].to(model.device) for a in plan.attention]
-        out = model.restore(x.to(model.device), plan.priors[start:stop], tile=tile, overlap=overlap, attention=maps)
+        out = model.restore(x.to(model.device), plan.priors[start:stop], tile=tile, overlap=overlap, attention=maps,
+                            max_memory=max_memory)
         for i, t in enumerate(range(start, stop)):
             yield t, apply_gain(out[i : i + 1], float(plan.gains[t])).to(x.device, x.dtype)
         if progress is not None:

@@ -11,6 +11,46 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .errors import TileError
+
+MULTIPLE_OF = 8  # the restorer's size multiple (PriorRestormer.multiple_of: three 2x downsamples)
+
+
+def min_tile(overlap: int, multiple_of: int = MULTIPLE_OF) -> int:
+    """Smallest sound tile for ``overlap``: the restorer's deepest level sees at least 4 x 4 pixels of every
+    tile, and every tile keeps at least ``multiple_of`` pixels of its own between the two overlaps."""
+    return max(4 * multiple_of, 2 * overlap + multiple_of)
+
+
+def check_tiling(tile: object, overlap: object, *, multiple_of: int = MULTIPLE_OF,
+                 names: tuple[str, str] = ("tile", "overlap")) -> None:
+    """Refuse a tile and overlap that would show seams, naming every problem at once (:class:`TileError`).
+
+    The one rule every host uses (the library, the command line, each node): ``tile`` is None (one pass),
+    "auto" or a size in pixels; when it may tile (a size or "auto"), ``overlap`` is at least ``multiple_of``
+    pixels (less leaves visible seams: 62/255 at overlap 0), and a size is at least :func:`min_tile`.
+    ``names`` are the host's names for the two settings (the command line: "--tile", "--overlap").
+    """
+    t, o = names
+    if tile is None:
+        return
+    problems = []
+    if isinstance(tile, str) and tile != "auto" or not isinstance(tile, (int, str)) or isinstance(tile, bool):
+        raise TileError(f"{t} must be None (one pass), 'auto' or a size in pixels, got {tile!r}")
+    if not isinstance(overlap, int) or isinstance(overlap, bool):
+        raise TileError(f"{o} must be a whole number of pixels, got {overlap!r}")
+    if overlap < multiple_of:
+        problems.append(f"{o} {overlap} leaves visible seams between tiles: use at least {multiple_of} pixels "
+                        f"(the restorer's multiple of {multiple_of}); the default is 32")
+    least = min_tile(max(overlap, multiple_of), multiple_of)
+    if isinstance(tile, int) and tile < least:
+        problems.append(f"{t} {tile} is too small: tiles must be at least {least} pixels (4 x the restorer's "
+                        f"multiple of {multiple_of}, and 2 x {o} plus that multiple), or the tile grid shows")
+    if problems:
+        raise TileError(f"{t} {tile} with {o} {overlap}: " + "; ".join(problems) + f". Valid: {o} >= "
+                        f"{multiple_of} and {t} >= max({4 * multiple_of}, 2 x {o} + {multiple_of}), e.g. {t} 512 "
+                        f"with {o} 32; or no tiling")
+
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     """Start offsets covering [0, size) with tiles of ``tile`` overlapping by at least ``overlap``."""
@@ -52,10 +92,7 @@ def tiled_apply(
 
     ``progress`` is called as (done, total) after every tile; ``interrupt`` before every tile (it raises to stop).
     """
-    if tile < 8:
-        raise ValueError(f"tile must be at least 8 pixels, got {tile}")
-    if not 0 <= overlap < tile // 2:
-        raise ValueError(f"overlap must be in [0, tile / 2) = [0, {tile // 2}), got {overlap}")
+    check_tiling(tile, overlap)
     b, c, h, w = x.shape
     ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
     out = torch.zeros((b, c, h, w), dtype=torch.float32, device=x.device)

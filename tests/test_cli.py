@@ -17,8 +17,10 @@ import torch
 
 from restorex_cli import cli
 from restorex_core import RestoreX, RestoreXConfig, load_checkpoint, save_checkpoint
-from restorex_core.errors import CheckpointError, MissingWeightsError
+from restorex_core.describe import describe_checkpoint
+from restorex_core.errors import CheckpointError, MissingWeightsError, TileError
 from restorex_core.precision import auto_dtype
+from restorex_core.tiling import check_tiling, min_tile
 from restorex_io import png16, read_image, write_image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -191,7 +193,7 @@ def test_info_prints_config_counts_metadata_and_sha256(tmp_path, capsys, checkpo
 
     frozen = RestoreXConfig.tiny().replace(clip={"trainable": False})
     external = save_checkpoint(RestoreX(frozen), tmp_path / "frozen.safetensors")
-    info = cli.checkpoint_info(external)
+    info = describe_checkpoint(external)  # the library's description, which `info` prints
     assert info["clip_trunk"] == "external" and info["parameters"]["clip"]["stored_values"] == 0
     assert info["parameters"]["clip"]["parameters"] > 0
     assert info["size_bytes"] == external.stat().st_size
@@ -269,9 +271,13 @@ def test_seed_steps_and_tile_are_checked_at_parse_time(tmp_path, capsys, checkpo
     assert code == 2 and f"1..{timesteps}" in err and "T = " in err
     code, _, err = run(capsys, *base, "--tile", 8, "--overlap", 0)
     assert code == 2 and "--overlap 0" in err and "at least 8" in err
+    assert "--tile 8 is too small" in err  # both problems at once, in the library's words (TileError)
+    with pytest.raises(TileError) as core:
+        check_tiling(8, 0, names=("--tile", "--overlap"))
+    assert f"error: {core.value}" in err
     code, _, err = run(capsys, *base, "--tile", 8, "--overlap", 8)
     assert code == 2 and "--tile 8 is too small" in err and "at least 32 pixels" in err
-    assert cli.min_tile(8, 8) == 32 and cli.min_tile(8, 32) == 72
+    assert min_tile(8) == 32 and min_tile(32) == 72
     assert not (tmp_path / "out").exists()
 
 
@@ -465,3 +471,38 @@ def test_a_tiff_with_associated_alpha_comes_back_associated(tmp_path, capsys, ch
         assert [int(e) for e in page.extrasamples] == [1]  # labelled associated, as the input
     assert np.array_equal(out[..., 3], stored[..., 3])  # alpha untouched
     assert (out[..., :3] <= out[..., 3:] + 1).all()  # stored premultiplied: colour never above its alpha
+
+
+def test_a_folder_gives_each_image_the_pixels_of_one_library_batch(tmp_path, capsys, checkpoint):
+    """Batch == alone (issue 23): the CLI corrects file by file; the library, given the three as one batch at
+    the default dtype, gives the same 8-bit pixels."""
+    images = torch.rand(3, 3, 40, 56, generator=torch.Generator().manual_seed(4))
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        write_image(tmp_path / "in" / f"{i}.png", images[i : i + 1])
+    code, _, err = run(capsys, "correct", tmp_path / "in", "--out", tmp_path / "out", "--weights", checkpoint)
+    assert code == 0, err
+    model = load_checkpoint(checkpoint, dtype=auto_dtype("cpu"))
+    sources = torch.cat([read_image(tmp_path / "in" / f"{i}.png").tensor for i in range(3)])
+    with torch.inference_mode():
+        batch = (model.correct(sources, seed=0) * 255).round()
+    for i in range(3):
+        out = read_image(tmp_path / "out" / f"{i}.png").tensor * 255
+        assert float((out - batch[i : i + 1]).abs().max()) <= 1.0
+
+
+def test_fp16_on_a_cpu_warns_and_max_memory_beyond_the_machine_is_refused(tmp_path, capsys, caplog, checkpoint):
+    from restorex_core import precision
+    from restorex_core.memory import total_memory
+
+    write_image(tmp_path / "x.png", torch.rand(1, 3, 16, 16))
+    base = ("correct", tmp_path / "x.png", "--weights", checkpoint, "--device", "cpu")
+    precision._warn_once.cache_clear()  # once per process: start this process's count here
+    code, _, err = run(capsys, *base, "--out", tmp_path / "a", "--dtype", "fp16")
+    assert code == 0, err
+    warned = [r.getMessage() for r in caplog.records if "200x slower than bf16" in r.getMessage()]
+    assert len(warned) == 1 and "use bf16, or auto" in warned[0]
+    code, _, err = run(capsys, *base, "--out", tmp_path / "b", "--max-memory", "1000T")
+    ram = total_memory("cpu")
+    assert code == 2 and f"this machine's {ram / (1 << 30):.1f} GiB of RAM" in err and "--max-memory" in err
+    assert not (tmp_path / "b").exists()

@@ -46,9 +46,9 @@ def test_window_1_is_the_per_frame_result_bit_for_bit(tiny_model):
     x = clip(5)
     with torch.inference_mode():
         seq = correct_sequence(tiny_model, x, window=1, seed=7)
-        tiled = correct_sequence(tiny_model, x, window=1, seed=7, tile=16, overlap=4)
+        tiled = correct_sequence(tiny_model, x, window=1, seed=7, tile=32, overlap=8)
         per = [tiny_model.correct(x[t : t + 1], seed=7) for t in range(len(x))]
-        per_tiled = [tiny_model.correct(x[t : t + 1], seed=7, tile=16, overlap=4) for t in range(len(x))]
+        per_tiled = [tiny_model.correct(x[t : t + 1], seed=7, tile=32, overlap=8) for t in range(len(x))]
     assert torch.equal(seq, torch.cat(per))
     assert torch.equal(tiled, torch.cat(per_tiled))
     hwc = x.movedim(1, -1).contiguous().movedim(-1, 1)  # frames of a ComfyUI IMAGE: channels-last strides

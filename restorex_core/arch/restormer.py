@@ -73,11 +73,12 @@ class LayerNorm2d(nn.Module):
         c = x.shape[-1:]
         if scale is None or shift is None:
             x = F.layer_norm(x, c, self.weight, self.bias, 1e-5)
-        elif x.shape[0] == 1:  # eq. 7 folded into the affine of the norm: (LN * w + b) * s + t
-            x = F.layer_norm(x, c, self.weight * scale[0], self.bias * scale[0] + shift[0], 1e-5)
-        else:
-            x = F.layer_norm(x, c, self.weight, self.bias, 1e-5)
-            x = torch.addcmul(shift[:, None, None], x, scale[:, None, None])
+        else:  # eq. 7 folded into the affine of the norm, (LN * w + b) * s + t, image by image: the same
+            # arithmetic whatever the batch, so an image gets the same pixels alone and in a batch (in bf16 a
+            # separate addcmul for batches rounded differently: up to 5/255 apart, docs/engine.md)
+            outs = [F.layer_norm(x[i : i + 1], c, self.weight * scale[i], self.bias * scale[i] + shift[i], 1e-5)
+                    for i in range(x.shape[0])]
+            x = outs[0] if len(outs) == 1 else torch.cat(outs)
         return x.permute(0, 3, 1, 2)  # (B, C, H, W)
 
 
@@ -300,9 +301,11 @@ class PriorRestormer(nn.Module):
         return [m for m in self.modules() if isinstance(m, TransposedAttention)]
 
     def forward(self, x: Tensor, priors: list[Tensor] | None = None, *,
-                interrupt: Callable[[], None] | None = None) -> Tensor:
+                interrupt: Callable[[], None] | None = None, add_input: bool = True) -> Tensor:
         """``interrupt`` is called before every transformer block and raises to stop the pass.
 
+        ``add_input=False`` returns only the residual ``output(d1)``, for a caller that adds it to the input
+        in higher precision than the pass ran in (a bf16 sum keeps 8 bits: a 16-bit image would lose its tones).
         Any memory format works; channels_last runs fastest on CPUs (the output keeps the input's format).
         """
         p = dict(zip(LEVELS, self.route_priors(priors), strict=True))
@@ -317,7 +320,8 @@ class PriorRestormer(nn.Module):
         d2 = self.decoder_level2(d2, p["decoder_level2"], stop)  # (B, 2C, H/2, W/2)
         d1 = self.decoder_level1(torch.cat([self.up2_1(d2), e1], dim=1), p["decoder_level1"], stop)  # (B, 2C, H, W)
         d1 = self.refinement(d1, p["refinement"], stop)
-        return self.output(d1) + x  # global residual
+        residual = self.output(d1)
+        return residual + x if add_input else residual  # global residual
 
 
 def detect_plain_restormer(sd: dict[str, Tensor]) -> bool:
