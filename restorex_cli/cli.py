@@ -210,7 +210,7 @@ def check_correct(args: argparse.Namespace) -> None:
     if args.steps is not None and not 1 <= args.steps <= (timesteps or args.steps):
         top = f"1..{timesteps}: the checkpoint's FFEDM has T = {timesteps}" if timesteps else "1 or more"
         raise UsageError(f"--steps must be in {top}, got {args.steps}")
-    if args.tile is not None:  # the library's own rule and error (imports torch: only for tiled runs)
+    if args.tile is not None:  # the library's own rule and error (imports torch: after the cheaper checks)
         from restorex_core.tiling import check_tiling
 
         check_tiling(args.tile, args.overlap, names=("--tile", "--overlap"))

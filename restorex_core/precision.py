@@ -4,8 +4,9 @@
 speed on a CPU: on an AVX512-BF16 CPU the default model runs about 2x faster in bf16 than in fp32 at 1024x1024,
 and its 8-bit output differs from fp32 by 0.24/255 on average, at most 1.6/255 (benchmarks/RESULTS.md,
 "Precision"). CPUs without native bf16 instructions emulate it slower than fp32, so they stay in fp32; so do
-CUDA and MPS until a GPU measurement says otherwise (benchmarks/bench_gpu.py). fp16 on a CPU has no fast
-kernels at all: it runs, with a warning.
+CUDA and MPS until a GPU measurement says otherwise (benchmarks/bench_gpu.py). fp16 on a CPU without native
+fp16 instructions is emulated: it runs, with a warning (on an AVX512-FP16 CPU it runs as fast as bf16:
+benchmarks/RESULTS.md, "Precision and batches").
 """
 
 from __future__ import annotations
@@ -21,22 +22,33 @@ from .errors import DeviceError
 
 logger = logging.getLogger(__name__)
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 instruction sets with bf16 dot products
+NATIVE_FP16_FLAGS = ("avx512_fp16", "amx_fp16")  # and with fp16 arithmetic
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # the names hosts offer
-FP16_ON_CPU = ("fp16 on a CPU has no fast kernels: it runs about 200x slower than bf16 (benchmarks/RESULTS.md, "
-               "\"Precision\"); use bf16, or auto (bf16 where the CPU runs it natively, else fp32)")
+FP16_ON_CPU = ("fp16 on this CPU (no AVX512-FP16) is emulated: far slower than bf16 (issue 23 measured 200x); "
+               "use bf16, or auto (bf16 where the CPU runs it natively, else fp32)")
 
 
 @functools.cache
-def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """True on a CPU with bf16 dot-product instructions (read from ``cpuinfo``; False where unknown)."""
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's instruction-set flags, read from ``cpuinfo`` (empty where unknown: not Linux, unreadable)."""
     if platform.system() != "Linux":
-        return False
+        return frozenset()
     try:
         text = Path(cpuinfo).read_text(errors="replace")
     except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+        return frozenset()
+    return frozenset(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")),
+                          []))
+
+
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True on a CPU with bf16 dot-product instructions (False where unknown)."""
+    return not cpu_flags(cpuinfo).isdisjoint(NATIVE_BF16_FLAGS)
+
+
+def cpu_has_native_fp16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True on a CPU with fp16 arithmetic instructions (False where unknown)."""
+    return not cpu_flags(cpuinfo).isdisjoint(NATIVE_FP16_FLAGS)
 
 
 def auto_dtype(device: torch.device | str) -> torch.dtype:
@@ -49,7 +61,7 @@ def auto_dtype(device: torch.device | str) -> torch.dtype:
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device | str) -> torch.dtype:
     """The compute dtype for ``dtype`` ("auto", "fp32", "bf16", "fp16" or a torch dtype) on ``device``.
 
-    fp16 on a CPU is allowed but logged once as a warning naming the faster choices.
+    fp16 on a CPU without native fp16 is allowed but logged once as a warning naming the faster choices.
     """
     if isinstance(dtype, torch.dtype):
         chosen = dtype
@@ -61,7 +73,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device | str) -> torch
         raise DeviceError(f"dtype must be auto, {', '.join(DTYPES)} (or a torch dtype), got {dtype!r}")
     if chosen not in DTYPES.values():
         raise DeviceError(f"RestoreX runs in {', '.join(DTYPES)}, not {chosen}")
-    if chosen == torch.float16 and torch.device(device).type == "cpu":
+    if chosen == torch.float16 and torch.device(device).type == "cpu" and not cpu_has_native_fp16():
         _warn_once(FP16_ON_CPU)
     return chosen
 
