@@ -17,7 +17,7 @@ import torch
 
 from restorex_cli import cli
 from restorex_core import RestoreX, RestoreXConfig, load_checkpoint, save_checkpoint
-from restorex_core.describe import describe_checkpoint
+from restorex_core.describe import SUBMODULES, describe_checkpoint
 from restorex_core.errors import CheckpointError, MissingWeightsError, TileError
 from restorex_core.precision import auto_dtype
 from restorex_core.tiling import check_tiling, min_tile
@@ -183,7 +183,7 @@ def test_info_prints_config_counts_metadata_and_sha256(tmp_path, capsys, checkpo
     code, out, err = run(capsys, "info", checkpoint)
     assert code == 0, err
     model = RestoreX(RestoreXConfig.tiny())
-    for name in cli.SUBMODULES:
+    for name in SUBMODULES:
         assert f"{sum(p.numel() for p in getattr(model, name).parameters()):,}" in out, name
     assert f"{sum(p.numel() for p in model.parameters()):,}" in out and "total" in out
     assert hashlib.sha256(checkpoint.read_bytes()).hexdigest() in out
