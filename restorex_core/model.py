@@ -15,7 +15,7 @@ from .arch.clip_vit import ClipVision
 from .arch.pem import PriorExtraction
 from .arch.prior_diffusion import FFEDM
 from .arch.restormer import PriorRestormer
-from .compose import blend, correction_weight
+from .blending import blend, correction_weight
 from .config import RestoreXConfig
 from .errors import ClipWeightsError
 from .images import check_images, pad_border, pad_to_multiple, split_channels
