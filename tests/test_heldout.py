@@ -90,17 +90,27 @@ def data_root(tmp_path: Path) -> Path:
 
 def test_heldout_subsets_hold_the_right_items(data_root: Path, tmp_path: Path):
     subsets = heldout_subsets(data_root, config=tmp_path / "cfg.toml")
-    assert [s.name for s in subsets] == ["stacks/under", "stacks/over", "photos/under", "photos/over"]
-    assert [len(s) for s in subsets] == [2, 2, 3, 3]  # 3 held-out photos, each once under and once over
-    names = [subsets[2][k]["name"] for k in range(3)] + [subsets[3][k]["name"] for k in range(3)]
+    assert [s.name for s in subsets] == ["stacks/under", "stacks/over", "fused/under", "fused/over", "photos/under",
+                                         "photos/over", "photos/identity", "fused/identity"]
+    # 2 scenes' rule frames against the rule frame and against the fusion; 3 held-out photos, each once under and
+    # once over; the 3 photos and the 2 fused targets as they are
+    assert [len(s) for s in subsets] == [2, 2, 2, 2, 3, 3, 3, 2]
+    subsets = {s.name: s for s in subsets}
+    for k in range(2):
+        rule, fused = subsets["stacks/under"][k], subsets["fused/under"][k]
+        assert torch.equal(rule["input"], fused["input"]) and not torch.equal(rule["target"], fused["target"])
+    for name in ("photos/identity", "fused/identity"):
+        assert all(torch.equal(subsets[name][k]["input"], subsets[name][k]["target"]) for k in range(2))
+    subsets = list(subsets.values())[4:6]
+    names = [subsets[0][k]["name"] for k in range(3)] + [subsets[1][k]["name"] for k in range(3)]
     assert not any("bsds500" in n for n in names)  # only the held-out sets
     evs = {float(n.split("@EV")[1]) for n in names}
     assert evs <= set(UNDER_EVS) | set(OVER_EVS) and len(evs) >= 4  # EVs cycle over the photos
     for k in range(3):
-        under, over = subsets[2][k], subsets[3][k]
+        under, over = subsets[0][k], subsets[1][k]
         assert under["input"].mean() < under["target"].mean() < over["input"].mean()
     again = heldout_subsets(data_root, config=tmp_path / "cfg.toml")
-    assert torch.equal(again[2][0]["input"], subsets[2][0]["input"])  # fixed, seeded renders
+    assert torch.equal(again[4][0]["input"], subsets[0][0]["input"])  # fixed, seeded renders
 
 
 def test_highlight_look_sees_a_blown_sky_come_back_grey():
@@ -149,10 +159,11 @@ def test_score_reports_every_method_and_subset(data_root: Path, tmp_path: Path):
     subsets = heldout_subsets(data_root, config=tmp_path / "cfg.toml")
     methods = {"half-way": lambda x: 0.5 * x + 0.25, **baseline_methods()}
     rows = score(methods, subsets, limit=1)
-    assert len(rows) == len(methods) * 4
+    assert len(rows) == len(methods) * 8
     identity = [r for r in rows if r.method.startswith("Input")]
     assert all(0.0 < r.chroma and 0.0 < r.contrast for r in rows)
-    assert all(r.psnr < 20 for r in identity)  # the inputs really are badly exposed
+    assert all(r.psnr < 20 for r in identity if "identity" not in r.subset)  # the inputs really are badly exposed
+    assert all(math.isinf(r.psnr) or r.psnr > 60 for r in identity if "identity" in r.subset)  # and these are not
     text = markdown(rows)
     for name in ("stacks/under", "photos/over", "half-way", "chroma ratio", "contrast ratio", "highlight dE"):
         assert name in text
@@ -164,7 +175,8 @@ def test_evaluate_suite_writes_the_tables(data_root: Path, tmp_path: Path, capsy
     out = tmp_path / "eval"
     rows = main(["--suite", "heldout", "--data", str(data_root), "--config", str(tmp_path / "cfg.toml"),
                  "--limit", "1", "--out", str(out)])
-    assert {r.subset for r in rows} == {"stacks/under", "stacks/over", "photos/under", "photos/over"}
+    assert {r.subset for r in rows} == {"stacks/under", "stacks/over", "fused/under", "fused/over", "photos/under",
+                                        "photos/over", "photos/identity", "fused/identity"}
     assert sorted(p.name for p in out.iterdir()) == ["heldout_results.csv", "heldout_summary.csv",
                                                       "heldout_summary.md"]
     assert "python -m training.evaluate --suite heldout" in (out / "heldout_summary.md").read_text()
@@ -183,7 +195,7 @@ def test_prior_report_sees_a_collapsed_prior_path(data_root: Path, tmp_path: Pat
             den.mlp[-1].weight.zero_()
             den.mlp[-1].bias.zero_()
     subsets = heldout_subsets(data_root, config=tmp_path / "cfg.toml")
-    rows = {r.method: r for r in prior_report({"live": live, "collapsed": collapsed}, subsets[2:3])}
+    rows = {r.method: r for r in prior_report({"live": live, "collapsed": collapsed}, subsets[4:5])}
     assert rows["collapsed"].spread == 0.0 and rows["collapsed"].r2 <= 0.0
     assert rows["live"].spread > 0.0 and rows["live"].n == 3
     assert rows["live"].lp_mean > 0.0  # the teacher's priors differ from image to image
@@ -207,8 +219,11 @@ def test_ev_sweep_measures_brightness_per_ev(data_root: Path, tmp_path: Path, ca
     assert by[-3.0].dl < by[-1.0].dl < 0 < by[1.0].dl < by[2.0].dl
     assert by[-3.0].input_l < by[-1.0].input_l < by[1.0].input_l
     assert all(r.abs_dl >= abs(r.dl) for r in rows) and by[-1.0].psnr > by[-3.0].psnr
+    assert by[-3.0].dmean < by[-1.0].dmean < 0 < by[1.0].dmean < by[2.0].dmean  # the same in mean RGB (1/255)
+    assert by[-1.0].ssim > by[-3.0].ssim
     path = save_checkpoint(RestoreX(RestoreXConfig.tiny()).eval(), tmp_path / "m.safetensors")
     main(["--data", str(data_root), "--config", str(tmp_path / "cfg.toml"), "--weights", f"m={path}",
           "--ev-sweep", "--evs=-2,1.5", "--max-side", "32", "--limit", "1"])
     text = capsys.readouterr().out
-    assert "m: dL* / abs dL* / PSNR" in text and "| -2 |" in text and "| +1.5 |" in text and "Auto-gamma" in text
+    assert "m: PSNR / SSIM / d mean (1/255) / dL*" in text
+    assert "| -2 |" in text and "| +1.5 |" in text and "Auto-gamma" in text

@@ -71,6 +71,11 @@ class DataSection:
     val_scenes: tuple[str, ...] = ()  # stacks: held out of training and validated on; sice: validation scenes
     pairs: str = "all"  # stacks training pairs: all (every non-GT frame) | rule (the README's under/over)
     val_pairs: str = "rule"
+    stack_target: str = "rule"  # stacks: rule (the GT rule's frame) | fused (the scene's exposure fusion)
+    fusion_alpha: float = 1.0  # stack_target = fused: blend fusion * alpha + rule frame * (1 - alpha)
+    fused_cache: str = ""  # where fused targets are cached; "" = stacks_fused/ beside data.root
+    stack_identity: bool = False  # stack_target = fused: the fused image is also an input, its own target
+    identity_ratio: float = 0.0  # share of synthetic items whose input is the clean photo itself (target = input)
     synthetic_ratio: float = 0.0  # share of training items rendered by the synthetic exposure model
     synthetic_root: str = ""  # well-exposed photos for it; "" = the GT frames of the training scenes (stacks)
     synthetic_exclude: tuple[str, ...] = ()  # sub-folders of synthetic_root held out (e.g. the validation photo sets)
@@ -109,6 +114,9 @@ class TrainConfig:
                   (d.crop % 8 == 0, f"data.crop {d.crop} must be a multiple of 8 (three 2x downsamplings)"),
                   (0.0 <= d.synthetic_ratio <= 1.0, "data.synthetic_ratio must be in [0, 1]"),
                   (d.sky_repeat >= 1, "data.sky_repeat must be 1 (off) or more"),
+                  (d.stack_target in ("rule", "fused"), "data.stack_target must be rule or fused"),
+                  (0.0 <= d.fusion_alpha <= 1.0, "data.fusion_alpha must be in [0, 1]"),
+                  (0.0 <= d.identity_ratio < 1.0, "data.identity_ratio must be in [0, 1)"),
                   (t.schedule in ("cosine", "constant"), "train.schedule must be cosine or constant"),
                   (t.max_minutes >= 0, "train.max_minutes must be >= 0 (0: no wall-clock budget)"),
                   (set(t.freeze) <= {"pem_reference", "pem_input", "ffedm", "restormer", "clip"},

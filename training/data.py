@@ -85,8 +85,8 @@ DATASETS: dict[str, DatasetSpec] = {
     "msec": DatasetSpec(title="MSEC", build=MSECDataset, options=("expert", "targets"), default_split="test"),
     "sice": DatasetSpec(title="SICE", build=SICEDataset, options=("scenes",), scenes=True),
     "pairs": DatasetSpec(title="Pairs", build=PairedFolderDataset, options=("input_dir", "gt_dir")),
-    "stacks": DatasetSpec(title="Stacks", build=StackDataset, options=("scenes", "exclude", "pairs"), splits=False,
-                          scenes=True),
+    "stacks": DatasetSpec(title="Stacks", build=StackDataset, splits=False, scenes=True,
+                          options=("scenes", "exclude", "pairs", "target", "fusion_alpha", "fused_cache", "identity")),
     "synthetic": DatasetSpec(title="Synthetic", build=_synthetic, splits=False,
                              options=("source", "scenes", "exclude")),
 }

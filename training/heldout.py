@@ -63,6 +63,7 @@ from restorex_core.images import srgb_to_lab as _srgb_to_lab
 
 from .baselines import get_baseline
 from .config import read_toml
+from .datasets import load_image
 from .metrics import MIN_SKY, SKY, image_metrics, mean_or_nan, sky_mask
 from .stacks import StackDataset
 from .synthetic import SyntheticExposureDataset, find_images
@@ -71,7 +72,8 @@ logger = logging.getLogger(__name__)
 
 UNDER_EVS = (-3.0, -2.0, -1.5)
 OVER_EVS = (1.0, 1.5, 2.0)
-SUBSETS = ("stacks/under", "stacks/over", "photos/under", "photos/over")
+SUBSETS = ("stacks/under", "stacks/over", "fused/under", "fused/over", "photos/under", "photos/over",
+           "photos/identity", "fused/identity")
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default_stage1.toml"
 BASELINE_KEYS = ("identity", "auto-gamma", "he")
 CLIPPED = 0.95  # an input pixel whose brightest channel reaches this has lost its colour
@@ -170,20 +172,44 @@ class Subset:
         return self.dataset[self.indices[k]]
 
 
-def heldout_subsets(data_root: str | Path, *, config: str | Path = DEFAULT_CONFIG, seed: int = 0) -> list[Subset]:
-    """The four held-out subsets of the default recipe (module docstring), read from ``data_root``
-    (the folder holding ``stacks/`` and ``photos/``) and the held-out lists of ``config``."""
+class _Identity(Dataset):
+    """Well-exposed images in, the same images as targets: what a corrector must leave alone."""
+
+    def __init__(self, files: Sequence[Path]) -> None:
+        self.files = list(files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict:
+        y = load_image(self.files[i])
+        return {"input": y, "target": y, "name": self.files[i].stem, "exposure": "identity"}
+
+
+def heldout_subsets(data_root: str | Path, *, config: str | Path = DEFAULT_CONFIG, seed: int = 0,
+                    fused_cache: str | Path | None = None) -> list[Subset]:
+    """The held-out subsets of the default recipe (module docstring), read from ``data_root``
+    (the folder holding ``stacks/`` and ``photos/``) and the held-out lists of ``config``.  The ``fused/``
+    subsets score the same held-out stack frames against each scene's exposure fusion (:mod:`training.fusion`,
+    cached in ``fused_cache``, default ``stacks_fused/`` beside the stacks) instead of its rule frame."""
     data = read_toml(config)["data"]
     root = Path(data_root)
     stacks = StackDataset(root / "stacks", scenes=data["val_scenes"], pairs="rule")
+    fused = StackDataset(root / "stacks", scenes=data["val_scenes"], pairs="rule", target="fused",
+                         fused_cache=fused_cache)
     photo_root = root / "photos"
     files = [p for s in data.get("synthetic_exclude", ()) for p in find_images(photo_root / s)]
     photos = _Cycled(files, seed)
-    st_under = [i for i, p in enumerate(stacks.pairs) if p.exposure == "under"]
-    st_over = [i for i, p in enumerate(stacks.pairs) if p.exposure == "over"]
-    return [Subset("stacks/under", stacks, st_under), Subset("stacks/over", stacks, st_over),
+
+    def by(ds: StackDataset, exposure: str) -> list[int]:
+        return [i for i, p in enumerate(ds.pairs) if p.exposure == exposure]
+
+    return [Subset("stacks/under", stacks, by(stacks, "under")), Subset("stacks/over", stacks, by(stacks, "over")),
+            Subset("fused/under", fused, by(fused, "under")), Subset("fused/over", fused, by(fused, "over")),
             Subset("photos/under", photos, list(range(0, len(photos), 2))),
-            Subset("photos/over", photos, list(range(1, len(photos), 2)))]
+            Subset("photos/over", photos, list(range(1, len(photos), 2))),
+            Subset("photos/identity", _Identity(files), list(range(len(files)))),
+            Subset("fused/identity", _Identity(list(fused.targets.values())), list(range(len(fused.targets))))]
 
 
 # --------------------------------------------------------------------------------------- scoring
@@ -432,7 +458,7 @@ def prior_markdown(rows: Sequence[PriorRow]) -> str:
 
 
 # ---------------------------------------------------------------------------- brightness per EV
-SWEEP_EVS = (-4.0, -3.5, -3.0, -2.5, -2.0, -1.5, -1.0, 1.0, 1.5, 2.0, 2.5)
+SWEEP_EVS = tuple(k / 2 for k in range(-8, 7))  # -4 ... +3 EV in 0.5 EV steps, 0 included
 
 
 @dataclass(frozen=True)
@@ -444,6 +470,8 @@ class EvRow:
     dl: float  # mean over the photos of (mean L* of the output - mean L* of the target): + = too bright
     abs_dl: float  # mean |.| of the same: how far each photo's brightness lands from its target's
     psnr: float
+    ssim: float
+    dmean: float  # mean over the photos of (mean RGB of the output - mean RGB of the target), in 1/255
 
 
 def ev_sweep(methods: dict[str, Method], files: Sequence[Path], evs: Sequence[float] = SWEEP_EVS, *,
@@ -464,12 +492,14 @@ def ev_sweep(methods: dict[str, Method], files: Sequence[Path], evs: Sequence[fl
         for label, fn in methods.items():
             out = fn(x).clamp(0, 1)
             acc.setdefault((label, item["ev"]), []).append(
-                (lx, float(srgb_to_lab(out)[0].mean()) - ly, image_metrics(out, y)[0]))
+                (lx, float(srgb_to_lab(out)[0].mean()) - ly, *image_metrics(out, y)[:2],
+                 255.0 * float(out.mean() - y.mean())))
     rows = []
     for (label, ev), vals in acc.items():
         v = torch.tensor(vals, dtype=torch.float64)
         rows.append(EvRow(label, ev, len(vals), float(v[:, 0].mean()), float(v[:, 1].mean()),
-                          float(v[:, 1].abs().mean()), float(v[:, 2].mean())))
+                          float(v[:, 1].abs().mean()), float(v[:, 2].mean()), float(v[:, 3].mean()),
+                          float(v[:, 4].mean())))
     return sorted(rows, key=lambda r: (r.ev, list(methods).index(r.method)))
 
 
@@ -477,10 +507,11 @@ def ev_markdown(rows: Sequence[EvRow]) -> str:
     labels = list(dict.fromkeys(r.method for r in rows))
     by = {(r.method, r.ev): r for r in rows}
     evs = sorted({r.ev for r in rows})
-    lines = ["| EV | input L* | " + " | ".join(f"{m}: dL* / abs dL* / PSNR" for m in labels) + " |",
+    lines = ["| EV | input L* | " + " | ".join(f"{m}: PSNR / SSIM / d mean (1/255) / dL*" for m in labels) + " |",
              "|---|---|" + "---|" * len(labels)]
     for ev in evs:
-        cells = [f"{by[m, ev].dl:+.1f} / {by[m, ev].abs_dl:.1f} / {by[m, ev].psnr:.2f}" for m in labels]
+        cells = [f"{by[m, ev].psnr:.2f} / {by[m, ev].ssim:.3f} / {by[m, ev].dmean:+.1f} / {by[m, ev].dl:+.1f}"
+                 for m in labels]
         lines.append(f"| {ev:+g} | {by[labels[0], ev].input_l:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -10,6 +10,12 @@ by the rule of shared/data/README.md:
 
 ``pairs="rule"`` yields only those (under|over -> gt) pairs; ``pairs="all"`` yields every other frame
 of the scene as an input for the GT, labelled ``under`` if darker than the GT, else ``over``.
+
+``target="fused"`` replaces the rule frame as target by the scene's exposure fusion
+(:mod:`training.fusion`, cached beside the data), optionally blended with the rule frame
+(``fusion_alpha < 1``).  With ``pairs="all"`` every frame of the scene, the rule frame included, is then an
+input for it, and ``identity=True`` adds the fused image itself as an input whose target is itself (a
+well-exposed photo must come out unchanged).
 Select or hold out scenes with ``scenes`` / ``exclude``: entries are scene ids (``mef_waterloo/Arno``)
 or any leading part of one (``mef_waterloo`` selects that whole source); split by scene, never by frame.
 """
@@ -32,6 +38,7 @@ from .datasets import (
     read_list,
     short_list,
 )
+from .fusion import default_cache, fused_target_file
 
 
 @dataclass(frozen=True)
@@ -106,9 +113,13 @@ class StackDataset(PairedImageDataset):
 
     def __init__(self, root: str | Path, split: str | None = None, *,
                  scenes: str | Path | Iterable[str] | None = None,
-                 exclude: str | Path | Iterable[str] | None = None, pairs: str = "all", **kw) -> None:
+                 exclude: str | Path | Iterable[str] | None = None, pairs: str = "all", target: str = "rule",
+                 fusion_alpha: float = 1.0, fused_cache: str | Path | None = None, identity: bool = False,
+                 **kw) -> None:
         if pairs not in ("all", "rule"):
             raise ValueError(f"pairs={pairs!r}; use 'all' or 'rule'")
+        if target not in ("rule", "fused"):
+            raise ValueError(f"target={target!r}; use 'rule' (the GT rule's frame) or 'fused' (exposure fusion)")
         root = Path(root)
         found = find_scenes(root)
         ids = sorted(found)
@@ -118,6 +129,7 @@ class StackDataset(PairedImageDataset):
             raise DatasetError(f"scene selection left no scene in {root}")
         self.scenes: dict[str, list[Frame]] = {}
         self.roles: dict[str, RuleRoles] = {}
+        self.targets: dict[str, Path] = {}  # each scene's target file: its rule frame or its fused image
         out: list[Pair] = []
         for sid in sorted(keep):
             frames = sorted((_frame(p) for p in found[sid]), key=lambda f: (f.mean, f.path.name))
@@ -128,15 +140,27 @@ class StackDataset(PairedImageDataset):
             roles = rule_roles([f.mean for f in frames])
             self.scenes[sid], self.roles[sid] = frames, roles
             gt = frames[roles.gt]
+            self.targets[sid] = gt.path
             if pairs == "rule":
                 chosen = [(i, lab) for i, lab in ((roles.under, "under"), (roles.over, "over")) if i is not None]
             else:
                 chosen = [(i, "under" if i < roles.gt else "over") for i in range(len(frames)) if i != roles.gt]
+            if target == "fused":
+                tpath = fused_target_file(sid, [f.path for f in frames], gt.path, fused_cache or default_cache(root),
+                                          fusion_alpha)
+                self.targets[sid] = tpath
+                if pairs == "all":
+                    chosen.append((roles.gt, "gt"))
+                out += [Pair(frames[i].path, tpath, f"{sid}/{frames[i].path.name}", lab) for i, lab in chosen]
+                if identity:
+                    out.append(Pair(tpath, tpath, f"{sid}/fused", "identity"))
+                continue
             out += [Pair(frames[i].path, gt.path, f"{sid}/{frames[i].path.name}", lab) for i, lab in chosen]
         # Sizes were checked per scene above; no second header pass.
         super().__init__(out, source=f"{root} (pairs={pairs})", check_sizes=False, **kw)
 
     def gt_files(self) -> list[Path]:
-        """The GT frame of every selected scene (e.g. as well-exposed sources for synthetic data)."""
-        return [self.scenes[s][r.gt].path for s, r in self.roles.items()]
+        """The target of every selected scene, its GT frame or its fused image (e.g. as well-exposed sources for
+        synthetic data)."""
+        return list(self.targets.values())
 

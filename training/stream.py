@@ -83,6 +83,8 @@ class TrainStream(Dataset):
         src = (j - self.n_real + epoch * self.n_syn) % self.n_photos
         photo = load_image(self.photos[src]) if self.photos is not None else procedural_photo(src)
         _, y = self._crop(photo, photo, rng)
+        if self.d.identity_ratio and rng.uniform() < self.d.identity_ratio:
+            return {"input": y.clone(), "target": y}  # a well-exposed photo comes out as it went in
         lo, hi, m = *self.d.ev_range, self.d.min_abs_ev
         under = max(0.0, -m - lo)
         u = rng.uniform(0.0, under + max(0.0, hi - m))  # EV uniform over [lo, -m] U [m, hi]
@@ -141,7 +143,9 @@ def build_data(d: DataSection, seed: int) -> tuple[TrainStream, Any]:
         return TrainStream(d, seed, None, None, 64), val
     root, scenes, held_out = expand(d.root), _scenes(d.scenes), _scenes(d.val_scenes)
     spec = DATASETS[d.kind]
-    chosen = {"scenes": scenes, "exclude": held_out, "pairs": d.pairs}  # by the registry's option names
+    fused = {"target": d.stack_target, "fusion_alpha": d.fusion_alpha, "fused_cache": expand(d.fused_cache) or None}
+    chosen = {"scenes": scenes, "exclude": held_out, "pairs": d.pairs,  # by the registry's option names
+              "identity": d.stack_identity, **fused}
     kw = {name: chosen[name] for name in spec.options if name in chosen}
     real = None if d.kind == "synthetic" or d.synthetic_ratio >= 1 else build_dataset(d.kind, root, d.train_split, **kw)
     photos = None
@@ -151,9 +155,9 @@ def build_data(d: DataSection, seed: int) -> tuple[TrainStream, Any]:
             held = tuple((base / e).resolve() for e in d.synthetic_exclude)
             photos = [p for p in find_images(base) if not any(p.resolve().is_relative_to(h) for h in held)]
             if d.synthetic_mix and d.kind == "stacks":
-                photos += StackDataset(root, scenes=scenes, exclude=held_out).gt_files()
+                photos += StackDataset(root, scenes=scenes, exclude=held_out, **fused).gt_files()
         elif d.kind == "stacks":
-            photos = StackDataset(root, scenes=scenes, exclude=held_out).gt_files()
+            photos = StackDataset(root, scenes=scenes, exclude=held_out, **fused).gt_files()
         else:
             raise ValueError("data.synthetic_ratio > 0 needs data.synthetic_root (a folder of well-exposed photos)")
         if d.sky_repeat > 1:  # the photos with a blue sky, listed sky_repeat times in all

@@ -1,0 +1,165 @@
+"""Exposure fusion: one target per bracketed stack that keeps what every frame has.
+
+A single "best" frame (the stacks GT rule) has its own blown highlights and crushed shadows, and a model
+trained toward it learns to destroy what the input still holds.  Expert-retouched references of real stacks
+sit much closer to an exposure fusion of the whole stack, so the default recipe trains every frame of a
+training scene toward the scene's fused image.
+
+:func:`mertens_fuse` is exposure fusion as Mertens, Kautz and Van Reeth describe it (Pacific Graphics 2007),
+written here from the paper: every frame gets a per-pixel weight
+
+    W = C ** wc * S ** ws * E ** we
+
+from its *contrast* ``C`` (absolute Laplacian of the grey image), *saturation* ``S`` (standard deviation of
+R, G, B) and *well-exposedness* ``E`` (a Gaussian of each channel around 0.5, sigma 0.2, multiplied over the
+channels); the weights are normalised over the frames, and the frames are blended in a Laplacian pyramid
+with a Gaussian pyramid of the weights, which keeps the blend free of seams and halos.
+
+:func:`fused_target` caches the result beside the data (``<stacks>/../stacks_fused/<scene>.png`` by
+default, 16-bit PNG), never in the repository, and :func:`blend_with_rule` mixes it with the rule frame
+(``alpha = 1`` is the fusion alone).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
+_LAPLACE = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def _blur(x: Tensor) -> Tensor:
+    """Separable 5-tap binomial blur of (N, C, H, W), mirrored borders."""
+    c = x.shape[1]
+    k = _BINOMIAL.to(x)
+    x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="replicate"), k.view(1, 1, 1, 5).expand(c, 1, 1, 5), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, 2, 2), mode="replicate"), k.view(1, 1, 5, 1).expand(c, 1, 5, 1), groups=c)
+
+
+def _down(x: Tensor) -> Tensor:
+    return _blur(x)[..., ::2, ::2]
+
+
+def _up(x: Tensor, size: tuple[int, int]) -> Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def fusion_weights(frames: Tensor, *, contrast: float = 1.0, saturation: float = 1.0,
+                   exposedness: float = 1.0, sigma: float = 0.2) -> Tensor:
+    """Normalised Mertens weights (N, 1, H, W) of ``frames`` (N, 3, H, W) in [0, 1]."""
+    grey = frames.mean(1, keepdim=True)
+    c = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), _LAPLACE.to(frames).view(1, 1, 3, 3)).abs()
+    s = frames.std(1, unbiased=False, keepdim=True)
+    e = torch.exp(-((frames - 0.5) ** 2) / (2 * sigma**2)).prod(1, keepdim=True)
+    w = c.pow(contrast) * s.pow(saturation) * e.pow(exposedness) + 1e-12
+    return w / w.sum(0, keepdim=True)
+
+
+def mertens_fuse(frames: Sequence[Tensor] | Tensor, *, levels: int | None = None, **weights: float) -> Tensor:
+    """Fuse the frames of one stack, each (3, H, W) sRGB in [0, 1] and all the same size, into one
+    (3, H, W) image in [0, 1] (module docstring).  ``levels`` defaults to the deepest pyramid whose top
+    level is still at least 8 pixels on its short side; ``weights`` go to :func:`fusion_weights`."""
+    x = torch.stack(list(frames)) if not isinstance(frames, Tensor) else frames
+    if x.dim() != 4 or x.shape[1] != 3 or x.shape[0] < 1:
+        raise ValueError(f"mertens_fuse wants N frames of (3, H, W); got {tuple(x.shape)}")
+    x = x.double()
+    w = fusion_weights(x, **weights)
+    h, wd = x.shape[-2:]
+    n = levels or max(1, int(math.log2(min(h, wd) / 8)) + 1)
+    gx, gw = [x], [w]
+    for _ in range(n - 1):
+        gx.append(_down(gx[-1]))
+        gw.append(_down(gw[-1]))
+    out = (gx[-1] * gw[-1]).sum(0, keepdim=True)  # the coarsest level of the blended Laplacian pyramid
+    for i in range(n - 2, -1, -1):
+        lap = gx[i] - _up(gx[i + 1], gx[i].shape[-2:])
+        out = _up(out, gx[i].shape[-2:]) + (lap * gw[i]).sum(0, keepdim=True)
+    return out[0].clamp(0.0, 1.0).float()
+
+
+def blend_with_rule(fused: Tensor, rule_frame: Tensor, alpha: float) -> Tensor:
+    """``alpha * fused + (1 - alpha) * rule_frame`` (``alpha = 1``: the fusion alone)."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"fusion alpha {alpha} must lie in [0, 1]")
+    return fused if alpha == 1.0 else alpha * fused + (1.0 - alpha) * rule_frame
+
+
+def default_cache(stacks_root: str | Path) -> Path:
+    """Where fused targets are cached by default: ``stacks_fused/`` beside the stacks folder (with the data,
+    never in the repository)."""
+    root = Path(stacks_root).resolve()
+    return root.parent / f"{root.name}_fused"
+
+
+def fused_target(scene_id: str, frames: Sequence[Path], cache: str | Path, *, load=None) -> Tensor:
+    """The fused image of one stack scene, read from ``cache/<scene_id>.png`` or made and written there
+    (atomically, 16-bit PNG) on first use.  ``load`` reads a frame as (3, H, W) in [0, 1] (default:
+    :func:`training.datasets.load_image`)."""
+    from .datasets import load_image
+
+    load = load or load_image
+    path = Path(cache) / f"{scene_id}.png"
+    if path.is_file():
+        return load(path)
+    fused = mertens_fuse([load(p) for p in frames])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_png16(fused, path)
+    return load(path)  # the cached, 16-bit-rounded image: the first epoch sees what later ones read
+
+
+def fused_target_file(scene_id: str, frames: Sequence[Path], rule_frame: Path, cache: str | Path,
+                      alpha: float = 1.0) -> Path:
+    """The cached file of a scene's target: the fusion (``alpha = 1``) or its blend with the rule frame,
+    made on first use (:func:`fused_target`, :func:`blend_with_rule`)."""
+    from .datasets import load_image
+
+    cache = Path(cache)
+    fused = cache / f"{scene_id}.png"
+    if alpha == 1.0:
+        if not fused.is_file():
+            fused_target(scene_id, frames, cache)
+        return fused
+    path = cache / f"{scene_id}@alpha{alpha:.2f}.png"
+    if not path.is_file():
+        _write_png16(blend_with_rule(fused_target(scene_id, frames, cache), load_image(rule_frame), alpha), path)
+    return path
+
+
+def _write_png16(image: Tensor, path: Path) -> None:
+    """(3, H, W) in [0, 1] -> 16-bit RGB PNG, written to a temporary name and renamed into place."""
+    from restorex_cli.imageio import encode_png  # the project's 16-bit PNG codec
+
+    arr = np.round(image.permute(1, 2, 0).numpy().astype(np.float64) * 65535.0).astype(np.uint16)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(encode_png(arr))
+    tmp.replace(path)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m training.fusion --stacks DIR [--cache DIR]``: make (or check) every scene's fused target."""
+    import argparse
+
+    from .stacks import find_scenes
+
+    p = argparse.ArgumentParser(prog="python -m training.fusion", description=main.__doc__)
+    p.add_argument("--stacks", required=True, help="the stacks folder (e.g. ../shared/data/stacks)")
+    p.add_argument("--cache", help="where the fused targets go (default: stacks_fused/ beside --stacks)")
+    args = p.parse_args(argv)
+    cache = Path(args.cache) if args.cache else default_cache(args.stacks)
+    scenes = find_scenes(Path(args.stacks))
+    made = 0
+    for sid, files in scenes.items():
+        made += not (cache / f"{sid}.png").is_file()
+        fused_target(sid, files, cache)
+    print(f"{len(scenes)} fused targets in {cache} ({made} made now)")
+
+
+if __name__ == "__main__":
+    main()
