@@ -7,7 +7,7 @@
 #       --platform manylinux_2_17_x86_64 -d .whl open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4
 #   device run: command "bash scripts/device_train.sh", carry [".pack", ".whl"], timeout_s 600
 #
-# It fits the prior path (training/configs/gpu_stage5.toml), then fine-tunes the whole method jointly for
+# It fits the prior path (training/configs/experiments/gpu_stage5.toml), then fine-tunes the whole method jointly for
 # train.max_minutes (gpu_stage6.toml) from the bundled weights, and leaves the export and the logs in $OUT
 # (runs/device_out when run here). Smoke test on a CPU (a minute or two, tiny settings):
 #
@@ -44,9 +44,9 @@ gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
 print(f"torch {torch.__version__}, GPU: {gpu}, CPU cores: {os.cpu_count()}")
 PY
 start=$SECONDS
-"$PYTHON" -m training.prior_fit --config training/configs/gpu_stage5.toml ${PRIOR_ARGS:-} 2>&1 | tee "$OUT/prior_fit.log"
+"$PYTHON" -m training.prior_fit --config training/configs/experiments/gpu_stage5.toml ${PRIOR_ARGS:-} 2>&1 | tee "$OUT/prior_fit.log"
 echo "prior fit: $((SECONDS - start)) s" | tee -a "$OUT/machine.txt"
-"$PYTHON" -m training.train --config training/configs/gpu_stage6.toml ${TRAIN_ARGS:-} 2>&1 | tee "$OUT/train.log"
+"$PYTHON" -m training.train --config training/configs/experiments/gpu_stage6.toml ${TRAIN_ARGS:-} 2>&1 | tee "$OUT/train.log"
 echo "prior fit + joint fine-tune: $((SECONDS - start)) s" | tee -a "$OUT/machine.txt"
 cp runs/gpu_stage6/restorex-default.safetensors "$OUT/"
 cp runs/gpu_stage6/log.csv "$OUT/train_log.csv"

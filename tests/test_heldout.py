@@ -227,3 +227,32 @@ def test_ev_sweep_measures_brightness_per_ev(data_root: Path, tmp_path: Path, ca
     text = capsys.readouterr().out
     assert "m: PSNR / SSIM / d mean (1/255) / dL*" in text
     assert "| -2 |" in text and "| +1.5 |" in text and "Auto-gamma" in text
+
+
+def test_target_checks_name_what_is_met_and_what_is_not():
+    from training.heldout import AUTO_GAMMA, EvRow, checks_markdown, target_checks
+
+    def row(method, subset, psnr, ssim, chroma=1.0, contrast=1.0):
+        return Row(method, subset, "a", psnr, ssim, chroma, contrast)
+
+    rows = [row("v4", "stacks/under", 24.0, 0.90), row(AUTO_GAMMA, "stacks/under", 22.5, 0.85),
+            row("v3", "stacks/under", 24.8, 0.88),
+            row("v4", "photos/over", 21.0, 0.80, chroma=1.2), row(AUTO_GAMMA, "photos/over", 20.5, 0.79),
+            row("v4", "photos/identity", 31.0, 0.98), row(AUTO_GAMMA, "photos/identity", 34.0, 0.99)]
+    def ev_row(method, ev, psnr, ssim, dmean):
+        return EvRow(method, ev, 3, 50.0, 0.0, 0.0, psnr, ssim, dmean)
+
+    ev = [ev_row("v4", -2.0, 22.0, 0.85, -5.0), ev_row(AUTO_GAMMA, -2.0, 20.0, 0.80, 0.0),
+          ev_row("v4", 0.5, 29.0, 0.98, 1.0), ev_row(AUTO_GAMMA, 0.5, 33.0, 0.99, 0.0)]
+    checks = {c.what: c for c in target_checks(rows, ev, "v4", "v3")}
+    assert checks["stacks/under: beat auto-gamma by 1 dB / 0.02"].ok
+    assert not checks["stacks/under: no more than 0.5 dB below v3"].ok  # 0.8 dB below
+    assert not checks["photos/over: beat auto-gamma by 1 dB / 0.02"].ok
+    assert not checks["photos/over: chroma / contrast ratio within 10%"].ok and checks[
+        "stacks/under: chroma / contrast ratio within 10%"].ok
+    assert checks["photos/identity: >= 30 dB / 0.97"].ok
+    assert checks["EV -2: beat auto-gamma by 1 dB / 0.02"].ok and not checks["EV -2: mean brightness within 4/255"].ok
+    assert not checks["EV +0.5: >= 30 dB / 0.97"].ok and checks["EV +0.5: mean brightness within 4/255"].ok
+    assert "EV +0.5: beat auto-gamma by 1 dB / 0.02" not in checks  # not asked of nearly-right photos
+    text = checks_markdown(list(checks.values()), "v4")
+    assert text.startswith(f"Targets for v4: {sum(c.ok for c in checks.values())} of {len(checks)} met")

@@ -516,6 +516,67 @@ def ev_markdown(rows: Sequence[EvRow]) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------ the v4 targets
+AUTO_GAMMA = get_baseline("auto-gamma").label
+BEAT_DB, BEAT_SSIM = 1.0, 0.02  # beat auto-gamma by this much on every subset and every |EV| >= 1
+KEEP_DB, KEEP_SSIM = 30.0, 0.97  # at |EV| <= 0.5 and on the identity subsets
+MAX_DMEAN = 4.0  # mean brightness error, 1/255, at every EV
+MAX_LOSS_DB = 0.5  # against the rule frame on held-out stacks, no more than this below the reference weights
+LOOK_TOL = 0.10  # chroma and contrast ratios within 10 % of 1
+
+
+@dataclass(frozen=True)
+class Check:
+    what: str
+    value: str
+    ok: bool
+
+
+def target_checks(rows: Sequence[Row], ev_rows: Sequence[EvRow], model: str, reference: str | None = None
+                  ) -> list[Check]:
+    """The default-weights targets (weights/README.md) checked for ``model``: beat auto-gamma on every held-out
+    subset and every EV bin from 1 EV outward, keep well-exposed photos (|EV| <= 0.5, identity subsets), mean
+    brightness at every EV, no loss against ``reference`` on the rule frames, and the look ratios."""
+    out = []
+    summary = summarise(rows)
+    for sub in dict.fromkeys(r.subset for r in rows):
+        m, g = summary[(model, sub)], summary.get((AUTO_GAMMA, sub))
+        if sub.endswith("identity"):
+            out.append(Check(f"{sub}: >= {KEEP_DB:g} dB / {KEEP_SSIM:g}", f"{m.psnr:.2f} / {m.ssim:.4f}",
+                             m.psnr >= KEEP_DB and m.ssim >= KEEP_SSIM))
+            continue
+        if g is not None:
+            out.append(Check(f"{sub}: beat auto-gamma by {BEAT_DB:g} dB / {BEAT_SSIM:g}",
+                             f"{m.psnr - g.psnr:+.2f} dB / {m.ssim - g.ssim:+.4f}",
+                             m.psnr - g.psnr >= BEAT_DB and m.ssim - g.ssim >= BEAT_SSIM))
+        if reference and sub.startswith("stacks/") and (reference, sub) in summary:
+            r = summary[(reference, sub)]
+            out.append(Check(f"{sub}: no more than {MAX_LOSS_DB:g} dB below {reference}", f"{m.psnr - r.psnr:+.2f} dB",
+                             m.psnr - r.psnr >= -MAX_LOSS_DB))
+        out.append(Check(f"{sub}: chroma / contrast ratio within {LOOK_TOL:.0%}", f"{m.chroma:.3f} / {m.contrast:.3f}",
+                         abs(m.chroma - 1) <= LOOK_TOL and abs(m.contrast - 1) <= LOOK_TOL))
+    by = {(r.method, r.ev): r for r in ev_rows}
+    for ev in sorted({r.ev for r in ev_rows if r.method == model}):
+        m, g = by[(model, ev)], by.get((AUTO_GAMMA, ev))
+        if abs(ev) >= 1 and g is not None:
+            out.append(Check(f"EV {ev:+g}: beat auto-gamma by {BEAT_DB:g} dB / {BEAT_SSIM:g}",
+                             f"{m.psnr - g.psnr:+.2f} dB / {m.ssim - g.ssim:+.4f}",
+                             m.psnr - g.psnr >= BEAT_DB and m.ssim - g.ssim >= BEAT_SSIM))
+        if abs(ev) <= 0.5:
+            out.append(Check(f"EV {ev:+g}: >= {KEEP_DB:g} dB / {KEEP_SSIM:g}", f"{m.psnr:.2f} / {m.ssim:.4f}",
+                             m.psnr >= KEEP_DB and m.ssim >= KEEP_SSIM))
+        out.append(Check(f"EV {ev:+g}: mean brightness within {MAX_DMEAN:g}/255", f"{m.dmean:+.1f}",
+                         abs(m.dmean) <= MAX_DMEAN))
+    return out
+
+
+def checks_markdown(checks: Sequence[Check], model: str) -> str:
+    met = sum(c.ok for c in checks)
+    lines = [f"Targets for {model}: {met} of {len(checks)} met", "", "| target | value | met |", "|---|---|---|"]
+    lines += [f"| {c.what} | {c.value} | {'yes' if c.ok else '**no**'} |" for c in checks]
+    return "\n".join(lines)
+
+
 def _weights(specs: Sequence[str]) -> list[tuple[str, str]]:
     out = []
     for spec in specs:
@@ -548,20 +609,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "--max-side, e.g. 384), the outputs' brightness error in CIELAB L* per EV")
     p.add_argument("--evs", default=",".join(f"{e:g}" for e in SWEEP_EVS),
                    help="the EVs of --ev-sweep, e.g. --evs=-3,-2,1,2 (with '=': they start with a minus)")
+    p.add_argument("--targets", metavar="LABEL[,REFERENCE]",
+                   help="score the subsets AND run the EV sweep (at --sweep-side), then check the default-weights "
+                        "targets for the weights LABEL, against REFERENCE on the rule frames (e.g. v4,v3); "
+                        "writes targets.md and ev_sweep.md next to the summaries")
+    p.add_argument("--sweep-side", type=int, default=384, help="long side of the EV sweep's photos with --targets")
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> list[Row]:
     from restorex_core import load_checkpoint
 
-    if args.ev_sweep:
-        sweep: dict[str, Method] = {}
+    def sweep(max_side: int) -> list[EvRow]:
         data = read_toml(args.config)["data"]
         files = [p for sub in data.get("synthetic_exclude", ()) for p in find_images(Path(args.data) / "photos" / sub)]
         files = files[: args.limit] if args.limit else files
-        for label, path in _weights(args.weights):
-            sweep[label] = model_method(load_checkpoint(path, device=args.device), tile=args.tile)
+        models = {label: model_method(load_checkpoint(path, device=args.device), tile=args.tile)
+                  for label, path in _weights(args.weights)}
         evs = [float(e) for e in args.evs.split(",") if e.strip()]
-        print(ev_markdown(ev_sweep({**sweep, **baseline_methods()}, files, evs, max_side=args.max_side)))
+        return ev_sweep({**models, **baseline_methods()}, files, evs, max_side=max_side)
+
+    if args.ev_sweep and not args.targets:
+        print(ev_markdown(sweep(args.max_side)))
         return []
     subsets = heldout_subsets(args.data, config=args.config)
     if args.max_side:
@@ -584,6 +652,14 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> list[Row]:
         command = f"python -m {prog} " + " ".join(argv)
         paths = write(rows, args.out, command)
         print(markdown(rows, command))
+        if args.targets:
+            model, _, reference = args.targets.partition(",")
+            ev_rows = sweep(args.sweep_side)
+            checks = checks_markdown(target_checks(rows, ev_rows, model, reference or None), model)
+            sweep_md = f"EV sweep, held-out photos at {args.sweep_side} px (`{command}`)\n\n{ev_markdown(ev_rows)}\n"
+            paths += [atomic_write_text(Path(args.out) / "ev_sweep.md", sweep_md),
+                      atomic_write_text(Path(args.out) / "targets.md", checks + "\n")]
+            print(sweep_md, checks, sep="\n")
         print("wrote " + ", ".join(str(p) for p in paths))
     if args.sheet:
         if not methods:

@@ -15,7 +15,7 @@ Usage (the config's [train] and [data] sections: ``init_from`` a finished model,
 ``cache_items`` renders of the data stream, ``data.batch_size``; held-out validation as in ``training.train``)::
 
     RESTOREX_DATA=/work/shared/data RESTOREX_V3=v3.safetensors \\
-        python -m training.prior_fit --config training/configs/default_stage5.toml
+        python -m training.prior_fit --config training/configs/experiments/default_stage5.toml
 
 It writes ``out_dir/features.pt`` (the cache; a rerun with the same config reuses it), ``out_dir/log.csv`` and
 the whole model with the new prior path, ``out_dir/<export_name>``.  The fit itself takes a few minutes and is
@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.prior_fit", allow_abbrev=False,
                                      description="Fit PEM-S2 + FFEDM of a finished model on cached encoder features.",
                                      epilog="Any config key can be overridden: --train.lr=1e-3 --train.max_steps=500")
-    parser.add_argument("--config", required=True, help="a TOML file, e.g. training/configs/default_stage5.toml")
+    parser.add_argument("--config", required=True,
+                        help="a TOML file, e.g. training/configs/experiments/default_stage5.toml")
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = fit(load_config(args.config, overrides))
