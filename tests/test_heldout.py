@@ -1,6 +1,7 @@
 """The default recipe's new pieces: the look statistics and held-out suite, and the SSIM / colour loss terms."""
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -256,3 +257,42 @@ def test_target_checks_name_what_is_met_and_what_is_not():
     assert "EV +0.5: beat auto-gamma by 1 dB / 0.02" not in checks  # not asked of nearly-right photos
     text = checks_markdown(list(checks.values()), "v4")
     assert text.startswith(f"Targets for v4: {sum(c.ok for c in checks.values())} of {len(checks)} met")
+
+
+def test_targets_run_compares_with_an_earlier_run(data_root: Path, tmp_path: Path, capsys):
+    from restorex_core import RestoreX, RestoreXConfig, save_checkpoint
+    from training.heldout import main
+
+    torch.manual_seed(0)
+    path = save_checkpoint(RestoreX(RestoreXConfig.tiny()).eval(), tmp_path / "m.safetensors")
+    common = ["--data", str(data_root), "--config", str(tmp_path / "cfg.toml"), "--limit", "1", "--max-side", "32",
+              "--evs=-1,0", "--sweep-side", "32"]
+    main([*common, "--weights", f"old={path}", "--targets", "old", "--out", str(tmp_path / "old")])
+    assert (tmp_path / "old" / "ev_sweep.csv").is_file() and (tmp_path / "old" / "targets.md").is_file()
+    capsys.readouterr()
+    main([*common, "--weights", f"new={path}", "--targets", "new,old", "--compare", str(tmp_path / "old"),
+          "--out", str(tmp_path / "new")])
+    targets = (tmp_path / "new" / "targets.md").read_text()
+    # the same weights (the earlier run's scores come back from its CSV, rounded to 4 decimals)
+    assert re.search(r"\| stacks/under: no more than 0.5 dB below old \| [+-]0.00 dB \| yes \|", targets)
+    assert "EV +0: >= 30 dB / 0.97" in targets and "EV -1: beat auto-gamma" in targets
+    compared = (tmp_path / "new" / "heldout_compared.md").read_text()
+    assert "| old |" in compared and "| new |" in compared
+
+
+def test_contact_sheet_and_strip_lay_out_every_method(data_root: Path, tmp_path: Path):
+    from training.heldout import contact_sheet, strip
+
+    methods = {"dark": lambda x: x * 0.5, "bright": lambda x: (x * 2).clamp(0, 1)}
+    subsets = heldout_subsets(data_root, config=tmp_path / "cfg.toml")[:2]
+    sheet = contact_sheet(methods, subsets, tmp_path / "sheet.png", per_subset=1, cell=40)
+    with Image.open(sheet) as im:
+        assert im.size[0] == 40 * 4  # input | dark | bright | target
+        cells = np.asarray(im.convert("RGB"))[22 + 22:]  # below the column names and the first row's title
+    x = subsets[0][0]["input"]
+    dark_cell, bright_cell = cells[:10, 40:80].mean(), cells[:10, 80:120].mean()
+    assert dark_cell < bright_cell and float(x.mean()) > 0  # the columns hold the methods' outputs, in order
+    photo = next((data_root / "photos" / "kodak24").iterdir())
+    out = strip(methods, [photo], tmp_path / "strip.png", cell=50)
+    with Image.open(out) as im:
+        assert im.size[0] == 50 * 3 and not list(tmp_path.glob(".*"))

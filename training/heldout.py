@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import logging
 import math
@@ -376,34 +377,25 @@ def write(rows: Sequence[Row], out_dir: str | Path, command: str = "") -> list[P
 
 
 # ---------------------------------------------------------------------------------- contact sheet
-def contact_sheet(methods: dict[str, Method], subsets: Sequence[Subset], path: str | Path, *,
-                  per_subset: int = 3, cell: int = 256) -> Path:
-    """A PNG grid: one row per held-out item (``per_subset`` spread over each subset), columns
-    input | each method | target, every cell ``cell`` pixels wide, labelled on top."""
+def _grid(rows: Sequence[tuple[str, list[Tensor]]], columns: Sequence[str], path: str | Path, cell: int) -> Path:
+    """A labelled PNG grid: one row of images per ``(title, images)``, a column name over each column."""
     from PIL import Image, ImageDraw
 
-    items = []
-    for sub in subsets:
-        picks = [round(j * (len(sub) - 1) / max(1, per_subset - 1)) for j in range(per_subset)] if len(sub) else []
-        items += [(sub.name, sub[k]) for k in dict.fromkeys(picks)]
-    columns = ["input", *methods, "target"]
     label_h = 22
     tiles: list[list[Image.Image]] = []
-    for _, item in items:
-        x, y = item["input"], item["target"]
-        imgs = [x, *(fn(x).clamp(0, 1) for fn in methods.values()), y]
-        h, w = y.shape[-2:]
+    for _, imgs in rows:
+        h, w = imgs[0].shape[-2:]
         size = (cell, max(1, round(h * cell / w)))
-        tiles.append([Image.fromarray((t.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).resize(
+        tiles.append([Image.fromarray((t.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype("uint8")).resize(
             size, Image.LANCZOS) for t in imgs])
     heights = [row[0].size[1] for row in tiles]
-    sheet = Image.new("RGB", (cell * len(columns), label_h + sum(heights) + label_h * len(items)), "white")
+    sheet = Image.new("RGB", (cell * len(columns), label_h + sum(heights) + label_h * len(rows)), "white")
     draw = ImageDraw.Draw(sheet)
     for c, name in enumerate(columns):
         draw.text((c * cell + 4, 4), name, fill="black")
     top = label_h
-    for (sub_name, item), row, h in zip(items, tiles, heights, strict=True):
-        draw.text((4, top + 4), f"{sub_name}: {item['name']}", fill="black")
+    for (title, _), row, h in zip(rows, tiles, heights, strict=True):
+        draw.text((4, top + 4), title, fill="black")
         top += label_h
         for c, tile in enumerate(row):
             sheet.paste(tile, (c * cell, top))
@@ -411,6 +403,29 @@ def contact_sheet(methods: dict[str, Method], subsets: Sequence[Subset], path: s
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write(path, lambda f: sheet.save(f, format="PNG", optimize=True))
+
+
+def contact_sheet(methods: dict[str, Method], subsets: Sequence[Subset], path: str | Path, *,
+                  per_subset: int = 3, cell: int = 256) -> Path:
+    """A PNG grid: one row per held-out item (``per_subset`` spread over each subset), columns
+    input | each method | target, every cell ``cell`` pixels wide, labelled on top."""
+    rows = []
+    for sub in subsets:
+        picks = [round(j * (len(sub) - 1) / max(1, per_subset - 1)) for j in range(per_subset)] if len(sub) else []
+        for k in dict.fromkeys(picks):
+            item = sub[k]
+            x = item["input"]
+            rows.append((f"{sub.name}: {item['name']}", [x, *(fn(x) for fn in methods.values()), item["target"]]))
+    return _grid(rows, ["input", *methods, "target"], path, cell)
+
+
+def strip(methods: dict[str, Method], images: Sequence[Path], path: str | Path, *, cell: int = 320) -> Path:
+    """Before / after: one row per image file, columns input | each method (the README's sample strips)."""
+    rows = []
+    for file in images:
+        x = load_image(file)
+        rows.append((Path(file).name, [x, *(fn(x) for fn in methods.values())]))
+    return _grid(rows, ["input", *methods], path, cell)
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -570,6 +585,28 @@ def target_checks(rows: Sequence[Row], ev_rows: Sequence[EvRow], model: str, ref
     return out
 
 
+def ev_csv(rows: Sequence[EvRow]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow([f.name for f in dataclasses.fields(EvRow)])
+    w.writerows([[getattr(r, f.name) for f in dataclasses.fields(EvRow)] for r in rows])
+    return buf.getvalue()
+
+
+def read_results(folder: str | Path) -> tuple[list[Row], list[EvRow]]:
+    """The per-image rows (``heldout_results.csv``) and the EV-sweep rows (``ev_sweep.csv``) of an earlier
+    ``--targets`` run, to compare new weights with old ones without scoring the old ones again."""
+    folder = Path(folder)
+    with open(folder / "heldout_results.csv", newline="") as f:
+        rows = [Row(r["method"], r["subset"], r["name"], *(float(r[k]) for k in (
+            "psnr", "ssim", "chroma_ratio", "contrast_ratio", "highlight_chroma", "highlight_target_chroma",
+            "highlight_de", "sky_b", "sky_target_b"))) for r in csv.DictReader(f)]
+    with open(folder / "ev_sweep.csv", newline="") as f:
+        rest = [k.name for k in dataclasses.fields(EvRow)[3:]]
+        ev = [EvRow(r["method"], float(r["ev"]), int(r["n"]), *(float(r[k]) for k in rest)) for r in csv.DictReader(f)]
+    return rows, ev
+
+
 def checks_markdown(checks: Sequence[Check], model: str) -> str:
     met = sum(c.ok for c in checks)
     lines = [f"Targets for {model}: {met} of {len(checks)} met", "", "| target | value | met |", "|---|---|---|"]
@@ -597,6 +634,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="score at most N images per subset")
     p.add_argument("--out", default="out/heldout", help="folder for the CSV and Markdown summaries")
     p.add_argument("--sheet", help="also write a contact sheet PNG of 12 held-out items here")
+    p.add_argument("--strip", nargs=2, metavar=("IMAGE", "PNG"), action="append", default=[],
+                   help="also write a before/after strip of IMAGE (input | each model) to PNG (repeatable)")
     p.add_argument("--no-score", action="store_true", help="only the contact sheet")
     p.add_argument("--oracle", action="store_true",
                    help="stage-1 exports: restore with the GT's own priors (DiffIR's stage-1 protocol)")
@@ -614,6 +653,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "targets for the weights LABEL, against REFERENCE on the rule frames (e.g. v4,v3); "
                         "writes targets.md and ev_sweep.md next to the summaries")
     p.add_argument("--sweep-side", type=int, default=384, help="long side of the EV sweep's photos with --targets")
+    p.add_argument("--compare", action="append", default=[], metavar="DIR",
+                   help="with --targets: add the models of an earlier --targets run's --out folder (e.g. the "
+                        "reference weights) to the tables and the check, without scoring them again")
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> list[Row]:
@@ -655,16 +697,27 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> list[Row]:
         if args.targets:
             model, _, reference = args.targets.partition(",")
             ev_rows = sweep(args.sweep_side)
+            paths.append(atomic_write_text(Path(args.out) / "ev_sweep.csv", ev_csv(ev_rows)))
+            for folder in args.compare:  # earlier runs' models, next to this run's
+                old_rows, old_ev = read_results(folder)
+                mine = {r.method for r in rows}
+                rows += [r for r in old_rows if r.method not in mine]
+                ev_rows += [r for r in old_ev if r.method not in mine]
+            if args.compare:
+                paths.append(atomic_write_text(Path(args.out) / "heldout_compared.md", markdown(rows, command)))
+                print(markdown(rows, command))
             checks = checks_markdown(target_checks(rows, ev_rows, model, reference or None), model)
             sweep_md = f"EV sweep, held-out photos at {args.sweep_side} px (`{command}`)\n\n{ev_markdown(ev_rows)}\n"
             paths += [atomic_write_text(Path(args.out) / "ev_sweep.md", sweep_md),
                       atomic_write_text(Path(args.out) / "targets.md", checks + "\n")]
             print(sweep_md, checks, sep="\n")
         print("wrote " + ", ".join(str(p) for p in paths))
+    if (args.sheet or args.strip) and not methods:
+        raise SystemExit("--sheet and --strip need at least one --weights")
     if args.sheet:
-        if not methods:
-            raise SystemExit("--sheet needs at least one --weights")
         print(f"wrote {contact_sheet(methods, subsets, args.sheet)}")
+    for image, png in args.strip:
+        print(f"wrote {strip(methods, [Path(image)], png)}")
     return rows
 
 
