@@ -77,6 +77,8 @@ SUBSETS = ("stacks/under", "stacks/over", "fused/under", "fused/over", "photos/u
            "photos/identity", "fused/identity")
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default_stage1.toml"
 BASELINE_KEYS = ("identity", "auto-gamma", "he")
+# the contact sheet's rows: real frames against their fusion, rendered photos, and photos that need nothing
+SHEET_SUBSETS = ("fused/under", "fused/over", "photos/under", "photos/over", "photos/identity")
 CLIPPED = 0.95  # an input pixel whose brightest channel reaches this has lost its colour
 MIN_CLIPPED = 0.01  # the fraction of clipped input pixels from which an image counts for the highlight figures
 
@@ -715,7 +717,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> list[Row]:
     if (args.sheet or args.strip) and not methods:
         raise SystemExit("--sheet and --strip need at least one --weights")
     if args.sheet:
-        print(f"wrote {contact_sheet(methods, subsets, args.sheet)}")
+        print(f"wrote {contact_sheet(methods, [s for s in subsets if s.name in SHEET_SUBSETS], args.sheet)}")
     for image, png in args.strip:
         print(f"wrote {strip(methods, [Path(image)], png)}")
     return rows
