@@ -1,13 +1,22 @@
 """The default model's held-out validation: scores *and* the look, per subset, next to the baselines.
 
-Four subsets, all held out of training by ``training/configs/default_stage1.toml``:
+Eight subsets, all held out of training by ``training/configs/default_stage1.toml``:
 
 * ``stacks/under``, ``stacks/over``: the rule pairs (``pairs="rule"``) of the held-out stack scenes
-  (``data.val_scenes``): real under/over-exposed frames against a real, well-exposed frame;
+  (``data.val_scenes``): real under/over-exposed frames against a real, well-exposed frame (the rule frame);
+* ``fused/under``, ``fused/over``: the same frames against the scene's exposure fusion (:mod:`training.fusion`),
+  which keeps the highlights of the dark frames and the shadows of the bright ones, as expert references do;
 * ``photos/under``, ``photos/over``: every photo of the held-out photo sets (``data.synthetic_exclude``:
   kodak24 and mcmaster) rendered through :mod:`training.synthetic`'s camera model at fixed, seeded EVs
   (clipping, tone curve and Poisson-Gaussian noise), each photo once under- and once over-exposed,
-  the EVs cycling through :data:`UNDER_EVS` and :data:`OVER_EVS`.  Their targets are finished photos.
+  the EVs cycling through :data:`UNDER_EVS` and :data:`OVER_EVS`.  Their targets are finished photos;
+* ``photos/identity``, ``fused/identity``: the held-out photos and the held-out scenes' fusions as they are,
+  each its own target: a well-exposed photo must come out nearly unchanged.
+
+``--ev-sweep`` renders every held-out photo at each EV from -4 to +3 in 0.5 EV steps (0 included) and reports
+PSNR, SSIM and the mean-brightness error per EV; ``--targets LABEL[,REFERENCE]`` runs both and checks the
+default weights' targets (weights/README.md; :func:`target_checks`), optionally next to an earlier run's
+scores (``--compare DIR``).
 
 Per subset and method: PSNR and SSIM (the papers' protocol, :mod:`training.metrics`), and two plain
 statistics of the look against the target, averaged over the images:
@@ -38,6 +47,11 @@ Usage (any number of ``--weights LABEL=FILE``; the baselines always run)::
     # how the outputs' brightness depends on the EV (every held-out photo at each EV, 384 px):
     python -m training.heldout --data ../shared/data --weights v3=weights/restorex-default.safetensors \\
         --ev-sweep --max-side 384
+    # everything, and the default weights' targets checked against an earlier run of the reference weights:
+    python -m training.evaluate --suite heldout --data ../shared/data --weights v3=v3.safetensors \\
+        --targets v3 --out eval/v3
+    python -m training.evaluate --suite heldout --data ../shared/data \\
+        --weights v4=weights/restorex-default.safetensors --targets v4,v3 --compare eval/v3 --out eval/v4
 """
 
 from __future__ import annotations
