@@ -134,7 +134,7 @@ def fused_target_file(scene_id: str, frames: Sequence[Path], rule_frame: Path, c
 
 def _write_png16(image: Tensor, path: Path) -> None:
     """(3, H, W) in [0, 1] -> 16-bit RGB PNG, written to a temporary name and renamed into place."""
-    from restorex_cli.imageio import encode_png  # the project's 16-bit PNG codec
+    from restorex_io import encode_png  # the project's 16-bit PNG codec
 
     arr = np.round(image.permute(1, 2, 0).numpy().astype(np.float64) * 65535.0).astype(np.uint16)
     tmp = path.with_name(f".{path.name}.tmp")
