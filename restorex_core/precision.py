@@ -3,9 +3,9 @@
 ``dtype="auto"``: bf16 halves the memory traffic of the full-resolution levels, which bound the Restormer's
 speed on a CPU: on an AVX512-BF16 CPU the default model runs about 2x faster in bf16 than in fp32 at 1024x1024,
 and its 8-bit output differs from fp32 by 0.24/255 on average, at most 1.6/255 (benchmarks/RESULTS.md,
-"Precision"). CPUs without native bf16 instructions emulate it slower than fp32, so they stay in fp32; so do
-CUDA and MPS until a GPU measurement says otherwise (benchmarks/bench_gpu.py). fp16 on a CPU without native
-fp16 instructions is emulated: it runs, with a warning (on an AVX512-FP16 CPU it runs as fast as bf16:
+"Speed against CoTF", the bf16 row). CPUs without native bf16 instructions emulate it slower than fp32, so they
+stay in fp32; so do CUDA and MPS until a GPU measurement says otherwise (benchmarks/bench_gpu.py). fp16 on a CPU
+without native fp16 instructions is emulated: it runs, with a warning (on an AVX512-FP16 CPU it runs as fast as bf16:
 benchmarks/RESULTS.md, "Precision and batches").
 """
 
