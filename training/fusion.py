@@ -23,6 +23,7 @@ default, 16-bit PNG), never in the repository, and :func:`blend_with_rule` mixes
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -98,20 +99,24 @@ def default_cache(stacks_root: str | Path) -> Path:
     return root.parent / f"{root.name}_fused"
 
 
+def _fused_file(scene_id: str, frames: Sequence[Path], cache: Path, load) -> Path:
+    """``cache/<scene_id>.png``, made (atomically, 16-bit PNG) if it is not there yet."""
+    path = cache / f"{scene_id}.png"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_png16(mertens_fuse([load(p) for p in frames]), path)
+    return path
+
+
 def fused_target(scene_id: str, frames: Sequence[Path], cache: str | Path, *, load=None) -> Tensor:
     """The fused image of one stack scene, read from ``cache/<scene_id>.png`` or made and written there
     (atomically, 16-bit PNG) on first use.  ``load`` reads a frame as (3, H, W) in [0, 1] (default:
-    :func:`training.datasets.load_image`)."""
+    :func:`training.datasets.load_image`).  Always the cached, 16-bit-rounded image, so the first epoch sees
+    what later ones read."""
     from .datasets import load_image
 
     load = load or load_image
-    path = Path(cache) / f"{scene_id}.png"
-    if path.is_file():
-        return load(path)
-    fused = mertens_fuse([load(p) for p in frames])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_png16(fused, path)
-    return load(path)  # the cached, 16-bit-rounded image: the first epoch sees what later ones read
+    return load(_fused_file(scene_id, frames, Path(cache), load))
 
 
 def fused_target_file(scene_id: str, frames: Sequence[Path], rule_frame: Path, cache: str | Path,
@@ -121,11 +126,8 @@ def fused_target_file(scene_id: str, frames: Sequence[Path], rule_frame: Path, c
     from .datasets import load_image
 
     cache = Path(cache)
-    fused = cache / f"{scene_id}.png"
     if alpha == 1.0:
-        if not fused.is_file():
-            fused_target(scene_id, frames, cache)
-        return fused
+        return _fused_file(scene_id, frames, cache, load_image)
     path = cache / f"{scene_id}@alpha{alpha:.2f}.png"
     if not path.is_file():
         _write_png16(blend_with_rule(fused_target(scene_id, frames, cache), load_image(rule_frame), alpha), path)
@@ -137,7 +139,7 @@ def _write_png16(image: Tensor, path: Path) -> None:
     from restorex_io import encode_png  # the project's 16-bit PNG codec
 
     arr = np.round(image.permute(1, 2, 0).numpy().astype(np.float64) * 65535.0).astype(np.uint16)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: two runs may make the same file
     tmp.write_bytes(encode_png(arr))
     tmp.replace(path)
 
