@@ -72,7 +72,8 @@ def _write_stack(root: Path, sid: str, scene: torch.Tensor, evs: list[float]) ->
     return paths
 
 
-def test_fused_targets_are_cached_beside_the_data_and_read_back(tmp_path: Path):
+def test_fused_targets_are_cached_beside_the_data_and_read_back(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("RESTOREX_FUSED_CACHE", raising=False)
     stacks = tmp_path / "stacks"
     paths = _write_stack(stacks, "src/A", _scene(), [-3.0, 0.0, 3.0])
     cache = default_cache(stacks)
@@ -85,6 +86,22 @@ def test_fused_targets_are_cached_beside_the_data_and_read_back(tmp_path: Path):
     stamp = file.stat().st_mtime_ns
     again = fused_target("src/A", paths, cache)
     assert torch.equal(first, again) and file.stat().st_mtime_ns == stamp  # read, not made again
+
+
+def test_an_unwritable_cache_names_the_ways_to_move_it(tmp_path: Path, monkeypatch):
+    """A read-only data folder (a shared mount): the env variable moves the cache; where the cache cannot be
+    made, the error names the folder and every way to give another one, and nothing is half-written."""
+    stacks = tmp_path / "stacks"
+    paths = _write_stack(stacks, "src/A", _scene(), [-3.0, 0.0, 3.0])
+    monkeypatch.setenv("RESTOREX_FUSED_CACHE", str(tmp_path / "elsewhere"))
+    assert default_cache(stacks) == tmp_path / "elsewhere"
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder should be")  # mkdir fails, root or not
+    with pytest.raises(PermissionError) as e:
+        fused_target("src/A", paths, blocked)
+    for part in (str(blocked / "src"), "RESTOREX_FUSED_CACHE", "data.fused_cache", "--fused-cache"):
+        assert part in str(e.value)
+    assert blocked.read_text().startswith("a file")
 
 
 def test_stack_dataset_trains_every_frame_toward_the_fusion(tmp_path: Path):

@@ -272,6 +272,29 @@ def test_highlight_cast_loss_names_the_mean_colour_of_bright_colourless_regions_
     assert float(highlight_cast_loss(grey.detach(), target, yellow)) == 0.0
 
 
+def test_tone_loss_names_global_brightness_and_contrast_not_local_content():
+    from training.losses import tone_loss
+
+    torch.manual_seed(0)
+    ramp = torch.linspace(0.2, 0.8, 32).view(1, 1, 1, 32).expand(2, 3, 32, 32)
+    target = ramp + 0.05 * torch.rand(2, 3, 32, 32)
+    assert float(tone_loss(target, target)) == 0.0
+    mirrored = target.flip(-1)  # every pixel elsewhere, the same tones
+    assert float((mirrored - target).abs().mean()) > 0.1 and float(tone_loss(mirrored, target)) < 1e-4
+    darker = (target - 0.04).requires_grad_(True)  # 10 /255 too dark
+    loss = tone_loss(darker, target)
+    assert float(loss.detach()) == pytest.approx(0.04, rel=1e-3)
+    loss.backward()
+    assert float(darker.grad.sum()) < 0  # descent brightens the picture
+    mean = target.mean(dim=(1, 2, 3), keepdim=True)
+    harsher = (mean + 1.36 * (target - mean)).requires_grad_(True)  # v3's global contrast against the references
+    loss = tone_loss(harsher, target)
+    assert float(loss.detach()) > 0.05
+    loss.backward()
+    bright = target > mean
+    assert float(harsher.grad[bright].mean()) > 0 > float(harsher.grad[~bright].mean())  # descent flattens
+
+
 def test_eps_objective_trains_the_denoisers_with_the_core_scheduler():
     model = RestoreX(RestoreXConfig.tiny().replace(ffedm={"objective": "epsilon"}))
     model.requires_grad_(False)

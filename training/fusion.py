@@ -92,9 +92,14 @@ def blend_with_rule(fused: Tensor, rule_frame: Tensor, alpha: float) -> Tensor:
     return fused if alpha == 1.0 else alpha * fused + (1.0 - alpha) * rule_frame
 
 
+CACHE_ENV = "RESTOREX_FUSED_CACHE"
+
+
 def default_cache(stacks_root: str | Path) -> Path:
-    """Where fused targets are cached by default: ``stacks_fused/`` beside the stacks folder (with the data,
-    never in the repository)."""
+    """Where fused targets are cached by default: the folder named by ``$RESTOREX_FUSED_CACHE`` if set, else
+    ``stacks_fused/`` beside the stacks folder (with the data, never in the repository)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
     root = Path(stacks_root).resolve()
     return root.parent / f"{root.name}_fused"
 
@@ -103,9 +108,22 @@ def _fused_file(scene_id: str, frames: Sequence[Path], cache: Path, load) -> Pat
     """``cache/<scene_id>.png``, made (atomically, 16-bit PNG) if it is not there yet."""
     path = cache / f"{scene_id}.png"
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_dir(path.parent)
         _write_png16(mertens_fuse([load(p) for p in frames]), path)
     return path
+
+
+def _make_dir(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test.{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(
+            f"cannot write fused targets to {folder} ({e.strerror or e}): the data folder may be read-only. "
+            f"Give a writable cache folder: set {CACHE_ENV}=DIR, data.fused_cache in the config, or --cache DIR "
+            f"(python -m training.fusion) / --fused-cache DIR (python -m training.evaluate)") from None
 
 
 def fused_target(scene_id: str, frames: Sequence[Path], cache: str | Path, *, load=None) -> Tensor:
@@ -130,6 +148,7 @@ def fused_target_file(scene_id: str, frames: Sequence[Path], rule_frame: Path, c
         return _fused_file(scene_id, frames, cache, load_image)
     path = cache / f"{scene_id}@alpha{alpha:.2f}.png"
     if not path.is_file():
+        _make_dir(path.parent)
         _write_png16(blend_with_rule(fused_target(scene_id, frames, cache), load_image(rule_frame), alpha), path)
     return path
 
@@ -187,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     p = argparse.ArgumentParser(prog="python -m training.fusion", description=main.__doc__)
     p.add_argument("--stacks", help="the stacks folder (e.g. ../shared/data/stacks)")
-    p.add_argument("--cache", help="where the fused targets go (default: stacks_fused/ beside --stacks)")
+    p.add_argument("--cache", help=f"where the fused targets go (default: ${CACHE_ENV}, else stacks_fused/ beside "
+                                   "--stacks)")
     p.add_argument("--check", nargs="+", metavar="DIR",
                    help="compare the rule frame, the fusion and their blends on stacks rendered from these "
                         "well-exposed photo folders (held out of training: e.g. photos/kodak24 photos/mcmaster)")

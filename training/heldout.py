@@ -645,6 +645,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", action="append", default=[], metavar="LABEL=FILE",
                    help="a RestoreX checkpoint to score (repeatable); LABEL names its rows")
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="the config whose held-out lists to use")
+    p.add_argument("--fused-cache", metavar="DIR",
+                   help="where the stacks' fused targets are cached (default: $RESTOREX_FUSED_CACHE, else "
+                        "stacks_fused/ beside the data's stacks/; made on first use)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--tile", type=int, help="tile size for the models (memory bound)")
     p.add_argument("--limit", type=int, help="score at most N images per subset")
@@ -689,7 +692,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> list[Row]:
     if args.ev_sweep and not args.targets:
         print(ev_markdown(sweep(args.max_side)))
         return []
-    subsets = heldout_subsets(args.data, config=args.config)
+    subsets = heldout_subsets(args.data, config=args.config, fused_cache=args.fused_cache)
     if args.max_side:
         subsets = [Downscaled(s, args.max_side) for s in subsets]
     if args.priors:

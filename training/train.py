@@ -213,8 +213,8 @@ def validate(model: RestoreX, val: Dataset, stage: int, autocast: Any) -> tuple[
 class RunLog:
     """``log.csv`` (rewound to the resumed step) and TensorBoard scalars when tensorboard is installed."""
 
-    FIELDS = ("step", "lr", "loss", "l1", "ssim", "colour", "cast", "highlight", "lab", "highlight_cast", "prior",
-              "sap", "eps", "grad_norm", "sec_per_it", "val_psnr", "val_ssim")
+    FIELDS = ("step", "lr", "loss", "l1", "ssim", "colour", "cast", "highlight", "lab", "highlight_cast", "tone",
+              "prior", "sap", "eps", "grad_norm", "sec_per_it", "val_psnr", "val_ssim")
 
     def __init__(self, out: Path, start: int) -> None:
         self.path = out / "log.csv"
