@@ -295,6 +295,19 @@ def test_tone_loss_names_global_brightness_and_contrast_not_local_content():
     assert float(harsher.grad[bright].mean()) > 0 > float(harsher.grad[~bright].mean())  # descent flattens
 
 
+def test_blown_target_keeps_the_inputs_clipped_regions_and_nothing_else():
+    from training.losses import blown_target
+
+    lq = torch.full((1, 3, 32, 32), 0.5)
+    lq[..., :12, :] = 1.0  # a blown sky over the top
+    lq[..., 20:, :16] = torch.tensor([1.0, 1.0, 0.3]).view(3, 1, 1)  # bright yellow: two channels clipped, not blown
+    target = torch.rand(1, 3, 32, 32) * 0.6
+    out = blown_target(target, lq)
+    assert torch.equal(out[..., :8, :], lq[..., :8, :])  # well inside the blown region: the input
+    assert torch.allclose(out[..., 16:, :], target[..., 16:, :])  # elsewhere, the yellow included: the target
+    assert bool(((out[..., 8:16, :] - target[..., 8:16, :]).abs() > 0).any())  # a soft edge between
+
+
 def test_eps_objective_trains_the_denoisers_with_the_core_scheduler():
     model = RestoreX(RestoreXConfig.tiny().replace(ffedm={"objective": "epsilon"}))
     model.requires_grad_(False)

@@ -91,6 +91,18 @@ def cast_loss(output: Tensor, target: Tensor) -> Tensor:
     return F.l1_loss(co, ct)
 
 
+def blown_target(target: Tensor, lq: Tensor, *, low: float = 0.9, high: float = 0.98) -> Tensor:
+    """The target with the input's blown regions kept as they are: where the input's darkest channel (after a
+    small blur, so single pixels don't count) is above ``high`` the target becomes the input, below ``low`` it
+    stays, with a linear ramp between.  A clipped region holds nothing of what the target has there (a fused
+    target's sky detail comes from frames the model never sees), so an L1 toward it trains the mean of all
+    possible skies: the grey-beige veil issue 22 names.  Kept as the input, it trains "a blown region comes
+    out as a clean, bright highlight, or in the colour the input hints at"."""
+    x = lq[:, :3].float()
+    m = ((_gaussian_blur(x).amin(dim=1, keepdim=True) - low) / (high - low)).clamp(0.0, 1.0)
+    return (m * x + (1.0 - m) * target.float()).to(target.dtype)
+
+
 def tone_loss(output: Tensor, target: Tensor) -> Tensor:
     """Global tone term: per image, the L1 between output and target of the mean luma (its brightness) and
     of the standard deviation of the luma at 1/4 resolution (its global contrast, the contrast of regions,
@@ -209,6 +221,7 @@ class LossWeights:
     lab: float = 0.0  # lab_chroma_loss (not in the paper; against teal skies)
     highlight_cast: float = 0.0  # highlight_cast_loss (not in the paper; against grey blown skies)
     tone: float = 0.0  # tone_loss (not in the paper; against global brightness and contrast errors)
+    keep_blown: bool = False  # image terms toward blown_target (not in the paper; against grey veils on clipped skies)
     eps: float = 1.0  # eq. 6 term, ffedm.objective = "epsilon" only
     sap_tokens: SapTokens = "prior"
     sap_encoder_grad: bool = False  # let L_SAP train a trainable encoder too (risks feature collapse)
@@ -249,6 +262,8 @@ class Objective(nn.Module):
             vectors = list(enhanced.vectors)
         if not (diffusion_only and self.stage == 2 and use_priors):
             out = m.restormer(lq.to(m.dtype), vectors)  # (B, 3, H, W), unclamped
+            if w.keep_blown:  # the image terms only: the teacher's priors still read the real target
+                gt = blown_target(gt, lq)
             terms["l1"] = l1_loss(out, gt)
             if w.ssim > 0:
                 terms["ssim"] = ssim_loss(out, gt)
