@@ -22,6 +22,7 @@ default, 16-bit PNG), never in the repository, and :func:`blend_with_rule` mixes
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Sequence
@@ -108,22 +109,8 @@ def _fused_file(scene_id: str, frames: Sequence[Path], cache: Path, load) -> Pat
     """``cache/<scene_id>.png``, made (atomically, 16-bit PNG) if it is not there yet."""
     path = cache / f"{scene_id}.png"
     if not path.is_file():
-        _make_dir(path.parent)
         _write_png16(mertens_fuse([load(p) for p in frames]), path)
     return path
-
-
-def _make_dir(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test.{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as e:
-        raise PermissionError(
-            f"cannot write fused targets to {folder} ({e.strerror or e}): the data folder may be read-only. "
-            f"Give a writable cache folder: set {CACHE_ENV}=DIR, data.fused_cache in the config, or --cache DIR "
-            f"(python -m training.fusion) / --fused-cache DIR (python -m training.evaluate)") from None
 
 
 def fused_target(scene_id: str, frames: Sequence[Path], cache: str | Path, *, load=None) -> Tensor:
@@ -148,18 +135,27 @@ def fused_target_file(scene_id: str, frames: Sequence[Path], rule_frame: Path, c
         return _fused_file(scene_id, frames, cache, load_image)
     path = cache / f"{scene_id}@alpha{alpha:.2f}.png"
     if not path.is_file():
-        _make_dir(path.parent)
         _write_png16(blend_with_rule(fused_target(scene_id, frames, cache), load_image(rule_frame), alpha), path)
     return path
 
 
 def _write_png16(image: Tensor, path: Path) -> None:
-    """(3, H, W) in [0, 1] -> 16-bit RGB PNG, written to a temporary name and renamed into place."""
+    """(3, H, W) in [0, 1] -> 16-bit RGB PNG, written to a temporary name and renamed into place; a cache folder
+    that cannot be written raises an error naming every way to move it."""
     from restorex_io import encode_png  # the project's 16-bit PNG codec
 
     arr = np.round(image.permute(1, 2, 0).numpy().astype(np.float64) * 65535.0).astype(np.uint16)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: two runs may make the same file
-    tmp.write_bytes(encode_png(arr))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(encode_png(arr))
+    except OSError as e:
+        with contextlib.suppress(OSError):  # nothing half-written left behind
+            tmp.unlink()
+        raise PermissionError(
+            f"cannot write fused targets to {path.parent} ({e.strerror or e}): the data folder may be read-only. "
+            f"Give a writable cache folder: set {CACHE_ENV}=DIR, data.fused_cache in the config, or --cache DIR "
+            f"(python -m training.fusion) / --fused-cache DIR (python -m training.evaluate)") from None
     tmp.replace(path)
 
 

@@ -32,6 +32,8 @@ from restorex_core.arch.clip_vit import ClipVision
 from restorex_core.arch.pem import pool_tokens
 from restorex_core.images import srgb_to_lab
 
+from .baselines import LUMA
+
 SapTokens = Literal["prior", "all"]
 
 
@@ -109,7 +111,7 @@ def tone_loss(output: Tensor, target: Tensor) -> Tensor:
     not of noise).  Measured on real photos, the defaults' errors were global: outputs 8-11 /255 too dark on
     under-exposed inputs, with 1.36x the references' contrast (issue 22); a per-pixel L1 spreads such an
     error thinly over every pixel, where it competes with the content; this names it once per image."""
-    w = output.new_tensor((0.2126, 0.7152, 0.0722)).view(1, 3, 1, 1)
+    w = output.new_tensor(LUMA).view(1, 3, 1, 1)
     yo, yt = (F.avg_pool2d((t.float() * w).sum(1, keepdim=True), 4, ceil_mode=True).flatten(1)
               for t in (output, target))
     return ((yo.mean(1) - yt.mean(1)).abs() + (yo.std(1) - yt.std(1)).abs()).mean()
