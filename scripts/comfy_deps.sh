@@ -4,11 +4,17 @@
 # never a second torch. torch/torchvision/torchaudio lines are dropped and a constraints file pins the torch and
 # torchvision already installed, so pip cannot replace them (torchaudio is only used by ComfyUI's audio nodes).
 # Does nothing where there is no ComfyUI (COMFYUI_DIR, default ../shared/comfyui): the test then skips.
+# scripts/test.sh runs it first; it installs once per ComfyUI requirements.txt (a stamp in the venv).
 #   bash scripts/comfy_deps.sh
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 COMFY="${COMFYUI_DIR:-$ROOT/../shared/comfyui}"
 if [ ! -f "$COMFY/requirements.txt" ]; then
   echo "[restorex] no ComfyUI at $COMFY: the ComfyUI integration test will skip" >&2
+  exit 0
+fi
+STAMP="$VENV/.restorex-comfy-deps"
+WANT="$(sha256sum "$COMFY/requirements.txt" | cut -c1-64)"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   exit 0
 fi
 TMP="$(mktemp -d)"
@@ -25,3 +31,4 @@ python - <<'PY'
 import torch
 print(f"[restorex] ComfyUI requirements installed; torch {torch.__version__}")
 PY
+echo "$WANT" > "$STAMP"
