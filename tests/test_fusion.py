@@ -5,9 +5,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
-from training.fusion import blend_with_rule, default_cache, fused_target, fusion_weights, mertens_fuse
+from training.fusion import (
+    FUSION_VERSION,
+    blend_with_rule,
+    cached_path,
+    default_cache,
+    fused_target,
+    fusion_weights,
+    mertens_fuse,
+)
 from training.stacks import StackDataset
 
 
@@ -48,7 +57,32 @@ def test_fusion_keeps_the_shadow_detail_of_the_bright_frame_and_the_highlights_o
     assert fused[shadows].std() > 0.5 * bright[shadows].std()
     assert fused[highlights].std() > 0.5 * dark[highlights].std()
     assert fused[shadows].mean() > dark[shadows].mean() + 0.1
-    assert (fused[highlights] > 0.999).float().mean() < 0.02  # not blown: the bright frame blows all of it
+    # the bright frame blows all of it; the fusion keeps a gradient up to where even the dark frame is near white
+    assert (fused[highlights] > 0.999).float().mean() < 0.5
+
+
+def _landscape(h: int = 128, w: int = 160) -> torch.Tensor:
+    """A linear-light scene with large-scale light: a dim foreground (bottom) under a bright sky (top), textured."""
+    g = torch.Generator().manual_seed(1)
+    rows = torch.linspace(1.0, 0.0, h).view(1, h, 1)
+    base = 0.02 + 0.6 * rows**2  # 0.02 (foreground) .. 0.62 (sky)
+    texture = 1.0 + 0.3 * (F.avg_pool2d(torch.rand(1, 3, h, w, generator=g), 5, 1, 2)[0] - 0.5)
+    return base * texture * torch.tensor([0.9, 1.0, 1.1]).view(3, 1, 1)
+
+
+def test_fusion_keeps_the_global_contrast_of_a_well_exposed_frame():
+    """Exposure fusion keeps the picture's large-scale light: a dim foreground stays darker than the sky.  A
+    pyramid stopped short of its full depth blends the coarse levels per pixel, and the well-exposedness weights
+    pull every region toward mid-grey; at an 8-pixel top level this stack came out at 0.58x the middle
+    frame's luma contrast."""
+    scene = _landscape()
+    frames = [_expose(scene, ev) for ev in (-1.0, 0.0, 1.0)]
+    fused = mertens_fuse(frames)
+    luma = lambda x: x.mean(0)  # noqa: E731
+    ratio = float(luma(fused).std() / luma(frames[1]).std())
+    assert 0.9 < ratio < 1.2, ratio
+    assert float(luma(fused)[:32].mean() - luma(fused)[-32:].mean()) > 0.8 * float(
+        luma(frames[1])[:32].mean() - luma(frames[1])[-32:].mean())
 
 
 def test_blend_with_rule_and_its_bounds():
@@ -79,13 +113,26 @@ def test_fused_targets_are_cached_beside_the_data_and_read_back(tmp_path: Path, 
     cache = default_cache(stacks)
     assert cache == tmp_path / "stacks_fused"
     first = fused_target("src/A", paths, cache)
-    file = cache / "src" / "A.png"
+    file = cache / FUSION_VERSION / "src" / "A.png"
+    assert file == cached_path(cache, "src/A")
     assert file.is_file() and not list(cache.rglob(".*.tmp"))  # written whole, under its final name
     with Image.open(file) as im:
         assert im.mode.startswith("I;16") or im.mode == "RGB" or "16" in str(im.info)
     stamp = file.stat().st_mtime_ns
     again = fused_target("src/A", paths, cache)
     assert torch.equal(first, again) and file.stat().st_mtime_ns == stamp  # read, not made again
+
+
+def test_targets_cached_by_an_older_fusion_are_not_read_back(tmp_path: Path):
+    """The first fusion (a shallow pyramid, flat targets) cached ``<cache>/<scene>.png``; a file left there must not
+    stand in for the current fusion's target."""
+    paths = _write_stack(tmp_path / "stacks", "src/A", _scene(), [-3.0, 0.0, 3.0])
+    cache = tmp_path / "cache"
+    stale = cache / "src" / "A.png"
+    stale.parent.mkdir(parents=True)
+    Image.fromarray(np.full((48, 64, 3), 128, np.uint8)).save(stale)
+    fused = fused_target("src/A", paths, cache)
+    assert torch.equal(fused, fused_target("src/A", paths, tmp_path / "fresh")) and fused.std() > 0.2
 
 
 def test_an_unwritable_cache_names_the_ways_to_move_it(tmp_path: Path, monkeypatch):
@@ -99,7 +146,7 @@ def test_an_unwritable_cache_names_the_ways_to_move_it(tmp_path: Path, monkeypat
     blocked.write_text("a file where the cache folder should be")  # mkdir fails, root or not
     with pytest.raises(PermissionError) as e:
         fused_target("src/A", paths, blocked)
-    for part in (str(blocked / "src"), "RESTOREX_FUSED_CACHE", "data.fused_cache", "--fused-cache"):
+    for part in (str(blocked / FUSION_VERSION / "src"), "RESTOREX_FUSED_CACHE", "data.fused_cache", "--fused-cache"):
         assert part in str(e.value)
     assert blocked.read_text().startswith("a file")
 
@@ -111,7 +158,7 @@ def test_stack_dataset_trains_every_frame_toward_the_fusion(tmp_path: Path):
     fused = StackDataset(stacks, pairs="all", target="fused", identity=True)
     assert len(rule) == 3 and len(fused) == 5  # every frame, the rule frame included, plus the fusion itself
     target = fused.targets["src/A"]
-    assert target.parent == tmp_path / "stacks_fused" / "src"
+    assert target == cached_path(tmp_path / "stacks_fused", "src/A")
     assert {p.target for p in fused.pairs} == {target}
     identity = [p for p in fused.pairs if p.exposure == "identity"]
     assert len(identity) == 1 and identity[0].input == target
