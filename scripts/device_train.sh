@@ -9,8 +9,9 @@
 #
 # It fits the prior path (PRIOR_CONFIG, default training/configs/experiments/gpu_stage5.toml; PRIOR_CONFIG= skips
 # it), then fine-tunes the whole method jointly for train.max_minutes (TRAIN_CONFIG, default gpu_stage6.toml) from
-# the bundled weights, and leaves the export and the logs in $OUT (runs/device_out when run here).  v4e, issue 22's
-# recipe at GPU scale: PRIOR_CONFIG= TRAIN_CONFIG=training/configs/experiments/gpu_v4.toml bash scripts/device_train.sh Smoke test on a CPU (a minute or two, tiny settings):
+# the bundled weights, and leaves the export and the logs in $OUT (runs/device_out when run here).  Issue 22's recipe
+# at GPU scale (v4e, v4f): PRIOR_CONFIG= TRAIN_CONFIG=training/configs/experiments/gpu_v4.toml bash scripts/device_train.sh
+# Smoke test on a CPU (a minute or two, tiny settings):
 #
 #   PYTHON=.venv/bin/python PRIOR_ARGS="--train.device=cpu --train.cache_items=64 --train.max_steps=20 \
 #       --data.num_workers=1" TRAIN_ARGS="--train.device=cpu --train.max_minutes=0.5 --data.batch_size=2 \
