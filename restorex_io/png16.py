@@ -1,6 +1,6 @@
 """PNG codec for 8- and 16-bit gray, gray + alpha, RGB and RGBA (zlib + numpy, filters 0-4, no interlacing).
 
-Pillow silently truncates 16-bit RGB(A) PNG to 8 bit and cannot write it, so these ~110 lines read and write
+Pillow silently truncates 16-bit RGB(A) PNG to 8 bit and cannot write it, so these ~150 lines read and write
 it. Kept rather than a library: imagecodecs (which does 16-bit RGB(A) PNG) is a 26 MB wheel of ~80 compiled
 codecs; pypng decodes row by row in Python (seconds per photo). tests/test_imageio.py checks it against Pillow
 and tifffile.
@@ -12,6 +12,7 @@ import logging
 import struct
 import zlib
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -86,7 +87,8 @@ def decode_png(data: bytes, *, name: str = "<png>") -> np.ndarray:
     filters = rows[:, 0]
     if filters.max(initial=0) > 4:
         raise fail(f"corrupt PNG (unknown row filter {int(filters.max())})")
-    pixels = _unfilter(rows[:, 1:].reshape(height, width, bpp), filters)
+    filtered = rows[:, 1:].reshape(height, width, bpp)
+    pixels = _unfilter_row_local(filtered, filters) if filters.max(initial=0) <= 2 else _unfilter(filtered, filters)
     dtype = np.dtype(">u2") if itemsize == 2 else np.dtype(np.uint8)
     return pixels.view(dtype).reshape(height, width, channels).astype(dtype.newbyteorder("="))
 
@@ -119,21 +121,52 @@ def _unfilter(filtered: np.ndarray, filters: np.ndarray) -> np.ndarray:
     return grid.reshape(h + 1, w + 1, bpp)[1:, 1:]
 
 
-def encode_png(array: np.ndarray, *, icc_profile: bytes | None = None, level: int = 6) -> bytes:
-    """Encode (H, W, C) uint8/uint16 (C in 1..4) as PNG, every row Paeth-filtered."""
+def _unfilter_row_local(filtered: np.ndarray, filters: np.ndarray) -> np.ndarray:
+    """Undo PNG row filters None (0), Sub (1) and Up (2) only, on (H, W, bpp) bytes, in a few whole-array passes:
+    Sub is a running sum along the row, Up a running sum down the column that restarts at every None or Sub row
+    (whose reconstruction needs no upper row). uint8 sums wrap mod 256, as PNG specifies. About 10x faster than
+    the anti-diagonal sweep that Average and Paeth need (:func:`_unfilter`)."""
+    out = filtered.copy()
+    sub = filters == 1
+    if sub.any():
+        out[sub] = np.cumsum(out[sub], axis=1, dtype=np.uint8)
+    up = filters == 2
+    if not up.any():
+        return out
+    total = np.cumsum(out, axis=0, dtype=np.uint8)
+    rows = np.arange(len(filters))
+    anchor = np.maximum.accumulate(np.where(up, -1, rows))  # the last None / Sub row at or above each row
+    base = np.where((anchor >= 1)[:, None, None], total[np.maximum(anchor - 1, 0)], 0).astype(np.uint8)
+    return total - base
+
+
+Filter = Literal["paeth", "up"]
+
+
+def encode_png(array: np.ndarray, *, icc_profile: bytes | None = None, level: int = 6,
+               row_filter: Filter = "paeth") -> bytes:
+    """Encode (H, W, C) uint8/uint16 (C in 1..4) as PNG, every row filtered the same way: ``paeth`` (the
+    smaller file: outputs for people) or ``up`` (about 6 % larger on photos, decoded ~10x faster by
+    :func:`decode_png`: caches read back many times, such as training's fused targets)."""
+    if row_filter not in ("paeth", "up"):
+        raise ValueError(f"row_filter must be 'paeth' or 'up', not {row_filter!r}")
     h, w, c = array.shape
     itemsize = array.dtype.itemsize
     raw = np.ascontiguousarray(array, dtype=f">u{itemsize}").view(np.uint8).reshape(h, w * c * itemsize)
     bpp, compressor, parts = c * itemsize, zlib.compressobj(level), []
     for top in range(0, h, 256):  # blocks of rows bound the int16 temporaries
         x = raw[max(top - 1, 0):top + 256].astype(np.int16)
-        a, b = np.zeros_like(x), np.zeros_like(x)
-        a[:, bpp:] = x[:, :-bpp]
+        b = np.zeros_like(x)
         b[1:] = x[:-1]
-        cc = np.zeros_like(x)
-        cc[1:, bpp:] = x[:-1, :-bpp]
-        filtered = ((x - _paeth(a, b, cc)) & 0xFF).astype(np.uint8)[(1 if top else 0):]
-        block = np.concatenate([np.full((len(filtered), 1), 4, np.uint8), filtered], axis=1)
+        if row_filter == "up":
+            kind, pred = 2, b
+        else:
+            a, cc = np.zeros_like(x), np.zeros_like(x)
+            a[:, bpp:] = x[:, :-bpp]
+            cc[1:, bpp:] = x[:-1, :-bpp]
+            kind, pred = 4, _paeth(a, b, cc)
+        filtered = ((x - pred) & 0xFF).astype(np.uint8)[(1 if top else 0):]
+        block = np.concatenate([np.full((len(filtered), 1), kind, np.uint8), filtered], axis=1)
         parts.append(compressor.compress(block.tobytes()))
     parts.append(compressor.flush())
 

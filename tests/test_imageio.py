@@ -94,6 +94,29 @@ def test_png_decoder_undoes_every_row_filter(channels):
     np.testing.assert_array_equal(decode_png(_reference_png(smooth, filters=[4, 3, 2, 1, 0])), smooth)
 
 
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("filters", [[2], [0, 2, 2], [1, 2, 2, 0, 1], [2, 1, 0]])
+def test_png_decoder_row_local_path_undoes_none_sub_up(channels, filters):
+    # files whose rows use only None / Sub / Up take the vectorised path: a running sum down each column that
+    # restarts at every None / Sub row, the reconstructed upper row of an Up row included
+    array = random_image(np.random.default_rng(11), channels, 16, size=(13, 9))
+    np.testing.assert_array_equal(decode_png(_reference_png(array, filters=filters)), array)
+    gray8 = random_image(np.random.default_rng(12), 1, 8, size=(7, 5))
+    np.testing.assert_array_equal(decode_png(_reference_png(gray8, filters=filters)), gray8)
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_png_encoder_up_filter_round_trips_and_says_so(depth):
+    array = random_image(np.random.default_rng(13), 3, depth, size=(300, 7))  # > 256 rows: two encoder blocks
+    data = encode_png(array, row_filter="up")
+    assert decode_png(data).tobytes() == array.tobytes()
+    raw = zlib.decompressobj().decompress(data[data.index(b"IDAT") + 4:])  # the CRC and IEND after it: unused_data
+    stride = 7 * 3 * depth // 8 + 1
+    assert {raw[i] for i in range(0, len(raw), stride)} == {2}  # every row Up-filtered
+    with pytest.raises(ValueError, match="row_filter"):
+        encode_png(array, row_filter="sub")
+
+
 def test_png_decoder_matches_pillow_on_its_adaptive_filters(tmp_path):
     rng = np.random.default_rng(3)
     yy, xx = np.mgrid[0:40, 0:50]

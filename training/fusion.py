@@ -175,7 +175,7 @@ def _write_png16(image: Tensor, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: two runs may make the same file
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(encode_png(arr))
+        tmp.write_bytes(encode_png(arr, row_filter="up"))  # read back every epoch: the fast filter
     except OSError as e:
         with contextlib.suppress(OSError):  # nothing half-written left behind
             tmp.unlink()
