@@ -181,6 +181,11 @@ def test_evaluate_suite_writes_the_tables(data_root: Path, tmp_path: Path, capsy
     assert sorted(p.name for p in out.iterdir()) == ["heldout_results.csv", "heldout_summary.csv",
                                                       "heldout_summary.md"]
     assert "python -m training.evaluate --suite heldout" in (out / "heldout_summary.md").read_text()
+    # the curve PSNR: what each output scores with its global tone right; the input's own best curve beats it
+    ident = {r.subset: r for r in rows if r.method == "Input (identity)"}
+    assert all(r.curve_psnr >= r.psnr - 0.05 for r in rows)
+    assert ident["stacks/under"].curve_psnr > ident["stacks/under"].psnr + 3
+    assert "curve PSNR" in (out / "heldout_summary.md").read_text()
 
 
 def test_prior_report_sees_a_collapsed_prior_path(data_root: Path, tmp_path: Path, capsys):

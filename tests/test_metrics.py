@@ -9,7 +9,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from training.metrics import gaussian_window, image_metrics, psnr, quantize, ssim
+from training.metrics import best_curve, gaussian_window, image_metrics, psnr, quantize, ssim
 
 
 def _u8(x: torch.Tensor) -> np.ndarray:
@@ -75,3 +75,18 @@ def test_image_metrics_and_shape_errors():
         psnr(a, b[:, :8])
     with pytest.raises(ValueError, match="at least 11x11"):
         ssim(a[:, :10], b[:, :10])
+
+
+def test_best_curve_undoes_a_global_curve_and_nothing_local():
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(3, 32, 48, generator=g)
+    toned = target.pow(torch.tensor([2.2, 1.0, 0.5]).view(3, 1, 1))  # a different global curve per channel
+    assert float(psnr(toned, target)) < 20
+    assert float(psnr(best_curve(toned, target), target)) > 45  # only the 8-bit rounding is left
+    # a local change (noise) is not a global curve: the fit cannot take it away
+    noisy = (target + 0.05 * torch.randn(3, 32, 48, generator=g)).clamp(0, 1)
+    assert float(psnr(best_curve(noisy, target), target)) < float(psnr(noisy, target)) + 1.5
+    # least squares over all curves: never worse than the identity curve
+    assert float(psnr(best_curve(noisy, target), target)) >= float(psnr(noisy, target)) - 0.05
+    with pytest.raises(ValueError, match="best_curve"):
+        best_curve(target[None], target[None])

@@ -79,7 +79,7 @@ from restorex_core.images import srgb_to_lab as _srgb_to_lab
 from .baselines import get_baseline
 from .config import read_toml
 from .datasets import load_image
-from .metrics import MIN_SKY, SKY, image_metrics, mean_or_nan, sky_mask
+from .metrics import MIN_SKY, SKY, best_curve, image_metrics, mean_or_nan, psnr, sky_mask
 from .stacks import StackDataset
 from .synthetic import SyntheticExposureDataset, find_images
 
@@ -244,6 +244,7 @@ class Row:
     hl_de: float = math.nan
     sky_b: float = math.nan  # sky_look's output b*: NaN where the target has (almost) no light-blue sky
     sky_target_b: float = math.nan
+    curve_psnr: float = math.nan  # PSNR of metrics.best_curve(output, target): the output with its global tone right
 
 
 def model_method(model: torch.nn.Module, *, seed: int = 0, tile: int | None = None) -> Method:
@@ -306,7 +307,7 @@ def score(methods: dict[str, Method], subsets: Sequence[Subset], *, limit: int |
                 out = (fn(x, y) if getattr(fn, "needs_target", False) else fn(x)).clamp(0, 1)
                 lo = srgb_to_lab(out[:3])
                 rows.append(Row(label, sub.name, item["name"], *image_metrics(out, y), *_ratios(lo, lt),
-                                *_highlight(x, lo, lt), *_sky(lo, lt)))
+                                *_highlight(x, lo, lt), *_sky(lo, lt), float(psnr(best_curve(out, y), y))))
         logger.info("%s: %d images (%.0f s)", sub.name, n, time.monotonic() - t0)
     return rows
 
@@ -325,6 +326,7 @@ class Summary(NamedTuple):
     sky_b: float
     sky_target_b: float
     n_sky: int
+    curve_psnr: float = math.nan
 
 
 def summarise(rows: Sequence[Row]) -> dict[tuple[str, str], Summary]:
@@ -337,7 +339,8 @@ def summarise(rows: Sequence[Row]) -> dict[tuple[str, str], Summary]:
         hl_ratio = sum(r.hl_chroma for r in hl) / max(sum(r.hl_target_chroma for r in hl), 1e-6) if hl else math.nan
         out[key] = Summary(*(mean_or_nan([getattr(r, f) for r in rs]) for f in ("psnr", "ssim", "chroma", "contrast")),
                            len(rs), hl_ratio, mean_or_nan([r.hl_de for r in hl]), len(hl),
-                           mean_or_nan([r.sky_b for r in sky]), mean_or_nan([r.sky_target_b for r in sky]), len(sky))
+                           mean_or_nan([r.sky_b for r in sky]), mean_or_nan([r.sky_target_b for r in sky]), len(sky),
+                           mean_or_nan([r.curve_psnr for r in rs]))
     return out
 
 
@@ -353,18 +356,22 @@ def markdown(rows: Sequence[Row], command: str = "") -> str:
               f"chroma ratio and dE*ab over the input's clipped pixels (brightest channel >= {CLIPPED}), on the "
               f"images with at least {MIN_CLIPPED:.0%} of them clipped; sky b* = mean CIELAB b* of the output "
               f"(target) over the target's light-blue pixels (L* > {SKY[0]:g}, b* < {SKY[1]:g}), on the images "
-              f"with at least {MIN_SKY:.0%} of them: blue skies have b* well below 0.", ""]
+              f"with at least {MIN_SKY:.0%} of them: blue skies have b* well below 0.  Curve PSNR = the PSNR "
+              "after the best per-channel global tone curve from output to target (training.metrics.best_curve): "
+              "what the output would score with its global tone right; its distance to PSNR is the global part of "
+              "the error, and a model whose curve PSNR is not above the input's adds nothing local.", ""]
     for sub in subsets:
         first = summary[(methods[0], sub)]
         parts += [f"## {sub} ({first.n} images, {first.n_clipped} with clipped highlights, {first.n_sky} with "
                   "a blue sky)", "",
                   "| method | PSNR | SSIM | chroma ratio | contrast ratio | highlight chroma ratio | highlight dE "
-                  "| sky b* (target) |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| sky b* (target) | curve PSNR |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for m in methods:
             r = summary[(m, sub)]
             parts.append(f"| {m} | {r.psnr:.2f} | {r.ssim:.4f} | {r.chroma:.3f} | {r.contrast:.3f} | "
-                         f"{r.hl_chroma_ratio:.3f} | {r.hl_de:.2f} | {r.sky_b:+.1f} ({r.sky_target_b:+.1f}) |")
+                         f"{r.hl_chroma_ratio:.3f} | {r.hl_de:.2f} | {r.sky_b:+.1f} ({r.sky_target_b:+.1f}) | "
+                         f"{r.curve_psnr:.2f} |")
         parts.append("")
     return "\n".join(parts)
 
@@ -375,17 +382,19 @@ def write(rows: Sequence[Row], out_dir: str | Path, command: str = "") -> list[P
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["method", "subset", "name", "psnr", "ssim", "chroma_ratio", "contrast_ratio", "highlight_chroma",
-                "highlight_target_chroma", "highlight_de", "sky_b", "sky_target_b"])
+                "highlight_target_chroma", "highlight_de", "sky_b", "sky_target_b", "curve_psnr"])
     w.writerows([r.method, r.subset, r.name, f"{r.psnr:.4f}", f"{r.ssim:.6f}", f"{r.chroma:.5f}",
                  f"{r.contrast:.5f}", f"{r.hl_chroma:.4f}", f"{r.hl_target_chroma:.4f}", f"{r.hl_de:.4f}",
-                 f"{r.sky_b:.3f}", f"{r.sky_target_b:.3f}"]
+                 f"{r.sky_b:.3f}", f"{r.sky_target_b:.3f}", f"{r.curve_psnr:.4f}"]
                 for r in rows)
     summary = io.StringIO()
     w = csv.writer(summary)
     w.writerow(["method", "subset", "images", "psnr", "ssim", "chroma_ratio", "contrast_ratio",
-                "images_clipped", "highlight_chroma_ratio", "highlight_de", "images_sky", "sky_b", "sky_target_b"])
+                "images_clipped", "highlight_chroma_ratio", "highlight_de", "images_sky", "sky_b", "sky_target_b",
+                "curve_psnr"])
     w.writerows([m, s, r.n, f"{r.psnr:.4f}", f"{r.ssim:.6f}", f"{r.chroma:.5f}", f"{r.contrast:.5f}", r.n_clipped,
-                 f"{r.hl_chroma_ratio:.5f}", f"{r.hl_de:.4f}", r.n_sky, f"{r.sky_b:.3f}", f"{r.sky_target_b:.3f}"]
+                 f"{r.hl_chroma_ratio:.5f}", f"{r.hl_de:.4f}", r.n_sky, f"{r.sky_b:.3f}", f"{r.sky_target_b:.3f}",
+                 f"{r.curve_psnr:.4f}"]
                 for (m, s), r in summarise(rows).items())
     files = {"heldout_results.csv": buf.getvalue(), "heldout_summary.csv": summary.getvalue(),
              "heldout_summary.md": markdown(rows, command)}
@@ -616,7 +625,9 @@ def read_results(folder: str | Path) -> tuple[list[Row], list[EvRow]]:
     with open(folder / "heldout_results.csv", newline="") as f:
         rows = [Row(r["method"], r["subset"], r["name"], *(float(r[k]) for k in (
             "psnr", "ssim", "chroma_ratio", "contrast_ratio", "highlight_chroma", "highlight_target_chroma",
-            "highlight_de", "sky_b", "sky_target_b"))) for r in csv.DictReader(f)]
+            "highlight_de", "sky_b", "sky_target_b")),
+                    float(r.get("curve_psnr") or "nan"))  # results written before that column: NaN
+                for r in csv.DictReader(f)]
     with open(folder / "ev_sweep.csv", newline="") as f:
         rest = [k.name for k in dataclasses.fields(EvRow)[3:]]
         ev = [EvRow(r["method"], float(r["ev"]), int(r["n"]), *(float(r[k]) for k in rest)) for r in csv.DictReader(f)]

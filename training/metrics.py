@@ -105,6 +105,28 @@ def image_metrics(pred: Tensor, target: Tensor) -> tuple[float, float]:
     return float(psnr(pred, target)), float(ssim(pred, target))
 
 
+def best_curve(pred: Tensor, target: Tensor) -> Tensor:
+    """``pred`` through the per-channel global tone curve that brings it closest to ``target`` (least squares):
+    each 8-bit level of a channel of ``pred`` becomes the mean of ``target`` over the pixels at that level.
+    No global curve, monotone or not, scores higher; ``psnr(best_curve(p, t), t)`` is what ``p`` would score
+    with its global tone right and its local content as it is (issue 22: the defaults' error is global).
+
+    Args:
+        pred, target: (C, H, W) float in [0, 1], same shape.
+    Returns:
+        (C, H, W) float64 in [0, 1].
+    """
+    if pred.shape != target.shape or pred.dim() != 3:
+        raise ValueError(f"best_curve takes two (C, H, W) images of one shape, not {tuple(pred.shape)} and "
+                         f"{tuple(target.shape)}")
+    levels = quantize(pred).long().flatten(1)  # (C, HW) in 0..255
+    t = target.detach().to(torch.float64).clamp(0.0, 1.0).flatten(1)
+    sums = torch.zeros(pred.shape[0], 256, dtype=torch.float64).scatter_add_(1, levels, t)
+    counts = torch.zeros_like(sums).scatter_add_(1, levels, torch.ones_like(t))
+    curve = sums / counts.clamp(min=1.0)
+    return curve.gather(1, levels).view(pred.shape)
+
+
 def mean_or_nan(values: Sequence[float]) -> float:
     """The mean of ``values``; NaN for none (a table cell with no image to average)."""
     return sum(values) / len(values) if values else math.nan
