@@ -1,0 +1,251 @@
+"""A probe for issue 22: how far a global tone curve, chosen from the method's own priors, gets on the held-out data.
+
+    python -m training.curve_probe --data DATA --weights weights/restorex-default.safetensors \
+        --compare eval/gpu --out eval/curve_probe
+
+The held-out sheet's curve PSNR (``training.metrics.best_curve``) says the defaults' error is global: on the
+held-out stacks, the best per-channel curve applied to the *input* scores as high as the same curve applied to
+any default's output, so the Restormer's local work adds nothing there, and what every default gets wrong is the
+curve. This probe asks whether that curve can be read off the image: a small MLP takes the frozen weights' input
+priors (CLIP ViT-B/32 + PEM-S2, the paper's Prior Extraction Module) and a 32-bin histogram per channel, and
+outputs a monotone curve per channel (16 linear segments), applied to the input pixel by pixel. It is fitted
+(L1, a few thousand Adam steps, seconds) on the default recipe's training data only: every training stack frame
+toward its fused / rule-frame blend (``data.fusion_alpha = 0.5``), the blend itself toward itself, and the training
+photos rendered at EVs uniform over [-4, +3] through the camera model (a quarter of them as they are). Then it is
+scored by ``training.heldout`` like any weights (subsets, EV sweep, the issue's target checks, ``--compare``).
+
+A measurement, not a model to ship: nothing in it is tuned on the held-out data (its settings are fixed below),
+and its output is the input under a curve, so it restores nothing local.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from restorex_core.files import atomic_write_text
+
+from .config import read_toml
+from .datasets import load_image
+from .heldout import (
+    DEFAULT_CONFIG,
+    Downscaled,
+    baseline_methods,
+    checks_markdown,
+    ev_csv,
+    ev_markdown,
+    ev_sweep,
+    heldout_subsets,
+    markdown,
+    read_results,
+    score,
+    target_checks,
+    write,
+)
+from .stacks import StackDataset
+from .stream import exposed
+from .synthetic import find_images
+
+logger = logging.getLogger(__name__)
+
+KNOTS = 16  # linear segments per channel
+BINS = 32  # histogram bins per channel
+FEATURE_SIDE = 256  # the priors and histogram are read from the image at this long side, in training and use
+LOSS_SIDE = 96  # the curve's L1 is measured at this long side (a curve is pixel-wise: resolution does not matter)
+EV_RANGE, IDENTITY = (-4.0, 3.0), 0.25
+
+
+def resize_max(x: Tensor, side: int) -> Tensor:
+    """(3, H, W) downscaled (antialiased) to at most ``side`` on its long side."""
+    h, w = x.shape[-2:]
+    if max(h, w) <= side:
+        return x
+    s = side / max(h, w)
+    return F.interpolate(x[None], size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear",
+                         antialias=True)[0].clamp(0, 1)
+
+
+def histograms(x: Tensor) -> Tensor:
+    """(3, H, W) -> (3 * BINS,) square roots of each channel's normalised histogram."""
+    idx = (x.clamp(0, 1) * BINS).long().clamp(max=BINS - 1).flatten(1)
+    h = torch.zeros(3, BINS).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float32))
+    return (h / idx.shape[1]).sqrt().flatten()
+
+
+def features(model: nn.Module, x: Tensor) -> Tensor:
+    """(3, H, W) -> the probe's input: the four input priors of ``model`` and the histograms, one flat vector."""
+    small = resize_max(x, FEATURE_SIDE)
+    with torch.inference_mode():
+        priors = model.extract_priors(small[None].to(model.device, model.dtype))
+    return torch.cat([*(v[0].float().cpu() for v in priors.vectors), histograms(small)])
+
+
+def apply_curve(x: Tensor, knots: Tensor) -> Tensor:
+    """(B, 3, H, W) through per-channel piecewise-linear curves ``knots`` (B, 3, KNOTS + 1), the outputs at the
+    inputs 0, 1/KNOTS, ..., 1."""
+    b, c = x.shape[:2]
+    pos = x.clamp(0, 1).flatten(2) * KNOTS
+    i = pos.floor().clamp(max=KNOTS - 1)
+    frac = pos - i
+    lo = knots.gather(2, i.long())
+    hi = knots.gather(2, i.long() + 1)
+    return (lo + (hi - lo) * frac).view_as(x)
+
+
+class CurveHead(nn.Module):
+    """Features -> monotone per-channel curves from 0: increments through a softplus, summed. Starts as the
+    identity curve (the last layer zero, its bias at softplus^-1(1))."""
+
+    def __init__(self, n_features: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("std", torch.ones(n_features))
+        self.net = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(), nn.Dropout(0.1),
+                                 nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 3 * KNOTS))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.constant_(self.net[-1].bias, math.log(math.e - 1.0))
+
+    def forward(self, f: Tensor) -> Tensor:
+        steps = F.softplus(self.net((f - self.mean) / self.std)).view(-1, 3, KNOTS) / KNOTS
+        return torch.cat([steps.new_zeros(steps.shape[0], 3, 1), steps.cumsum(2)], 2)
+
+
+# ------------------------------------------------------------------------------------------ training data
+def training_samples(model: nn.Module, data_root: Path, *, config: Path = DEFAULT_CONFIG,
+                     fused_cache: str | Path | None = None, renders: int = 3, seed: int = 0,
+                     limit: int | None = None) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """(features, input, target) at LOSS_SIDE for the training stacks (every frame toward the half-and-half
+    blend of fusion and rule frame, the blend toward itself) and ``renders`` renders of every training photo."""
+    data = read_toml(config)["data"]
+    rng = np.random.default_rng(seed)
+    out = []
+
+    def add(x: Tensor, y: Tensor) -> None:
+        x, y = resize_max(x, FEATURE_SIDE), resize_max(y, FEATURE_SIDE)
+        out.append((features(model, x), resize_max(x, LOSS_SIDE), resize_max(y, LOSS_SIDE)))
+
+    stacks = StackDataset(data_root / "stacks", exclude=data["val_scenes"], pairs="all", target="fused",
+                          fusion_alpha=0.5, fused_cache=fused_cache, identity=True)
+    n = len(stacks) if limit is None else min(limit, len(stacks))
+    t0 = time.monotonic()
+    for i in range(n):
+        item = stacks[i]
+        add(item["input"], item["target"])
+    logger.info("%d stack pairs (%.0f s)", n, time.monotonic() - t0)
+    held = tuple((data_root / "photos" / e).resolve() for e in data.get("synthetic_exclude", ()))
+    photos = [p for p in find_images(data_root / "photos") if not any(p.resolve().is_relative_to(h) for h in held)]
+    photos = photos if limit is None else photos[:limit]
+    for p in photos:
+        y = resize_max(load_image(p), FEATURE_SIDE)
+        for _ in range(renders):
+            if rng.uniform() < IDENTITY:
+                add(y, y)
+            else:
+                add(exposed(y, float(rng.uniform(*EV_RANGE)), rng, noise=True), y)
+    logger.info("%d samples in all, %d photos (%.0f s)", len(out), len(photos), time.monotonic() - t0)
+    return out
+
+
+def fit(samples: Sequence[tuple[Tensor, Tensor, Tensor]], *, steps: int = 4000, batch: int = 64, lr: float = 1e-3,
+        seed: int = 0) -> CurveHead:
+    """The head fitted by L1 between the curved inputs and the targets (samples padded to one size per batch)."""
+    torch.manual_seed(seed)
+    feats = torch.stack([s[0] for s in samples])
+    head = CurveHead(feats.shape[1])
+    head.mean.copy_(feats.mean(0))
+    head.std.copy_(feats.std(0).clamp(min=1e-4))
+    side = LOSS_SIDE
+    xs = torch.zeros(len(samples), 3, side, side)
+    ys = torch.zeros_like(xs)
+    mask = torch.zeros(len(samples), 1, side, side)
+    for k, (_, x, y) in enumerate(samples):
+        h, w = x.shape[-2:]
+        xs[k, :, :h, :w], ys[k, :, :h, :w], mask[k, :, :h, :w] = x, y, 1.0
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    g = torch.Generator().manual_seed(seed)
+    head.train()
+    for step in range(steps):
+        idx = torch.randint(len(samples), (batch,), generator=g)
+        out = apply_curve(xs[idx], head(feats[idx]))
+        loss = ((out - ys[idx]).abs() * mask[idx]).sum() / (3 * mask[idx].sum())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if (step + 1) % 1000 == 0:
+            logger.info("step %d: L1 %.4f", step + 1, loss.item())
+    return head.eval()
+
+
+def probe_method(model: nn.Module, head: CurveHead):
+    """The fitted probe as a held-out Method: (3, H, W) -> (3, H, W)."""
+    def run(x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return apply_curve(x[None], head(features(model, x)[None]))[0]
+    return run
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="python -m training.curve_probe", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help="the folder holding stacks/ and photos/")
+    p.add_argument("--weights", required=True, help="the frozen weights whose input priors the probe reads")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="the config naming the held-out data")
+    p.add_argument("--fused-cache", help="the fused targets' cache (default: $RESTOREX_FUSED_CACHE, else beside)")
+    p.add_argument("--label", default="curve probe")
+    p.add_argument("--max-side", type=int, default=512, help="held-out subsets' long side (default 512)")
+    p.add_argument("--sweep-side", type=int, default=256, help="EV sweep's long side (default 256)")
+    p.add_argument("--compare", action="append", default=[], metavar="DIR",
+                   help="an earlier training.evaluate --targets folder whose models join the tables")
+    p.add_argument("--reference", default="v3", help="the --compare model of the rule-frame check (default v3)")
+    p.add_argument("--limit", type=int, help="at most N training stack pairs and photos, N held-out items per "
+                                             "subset (smoke runs)")
+    p.add_argument("--steps", type=int, default=4000, help="Adam steps of the fit (default 4000)")
+    p.add_argument("--out", default="out/curve_probe")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    from restorex_core import load_checkpoint
+
+    cache = args.fused_cache or os.environ.get("RESTOREX_FUSED_CACHE") or None
+    model = load_checkpoint(args.weights).eval()
+    root = Path(args.data)
+    samples = training_samples(model, root, config=Path(args.config), fused_cache=cache, limit=args.limit)
+    head = fit(samples, steps=args.steps)
+    methods = {args.label: probe_method(model, head), **baseline_methods()}
+    subsets = [Downscaled(s, args.max_side) for s in heldout_subsets(root, config=args.config, fused_cache=cache)]
+    rows = score(methods, subsets, limit=args.limit)
+    files = [f for sub in read_toml(args.config)["data"].get("synthetic_exclude", ())
+             for f in find_images(root / "photos" / sub)]
+    ev_rows = ev_sweep(methods, files[: args.limit] if args.limit else files, max_side=args.sweep_side)
+    command = "python -m training.curve_probe " + " ".join(argv)
+    paths = write(rows, args.out, command)
+    for folder in args.compare:
+        old_rows, old_ev = read_results(folder)
+        rows += [r for r in old_rows if r.method not in methods]
+        ev_rows += [r for r in old_ev if r.method not in methods]
+    out = Path(args.out)
+    reference = args.reference if any(r.method == args.reference for r in rows) else None
+    checks = checks_markdown(target_checks(rows, ev_rows, args.label, reference), args.label)
+    sweep_md = f"EV sweep, held-out photos at {args.sweep_side} px (`{command}`)\n\n{ev_markdown(ev_rows)}\n"
+    paths += [atomic_write_text(out / "heldout_compared.md", markdown(rows, command)),
+              atomic_write_text(out / "ev_sweep.csv", ev_csv(ev_rows)),
+              atomic_write_text(out / "ev_sweep.md", sweep_md), atomic_write_text(out / "targets.md", checks + "\n")]
+    print(markdown(rows, command), sweep_md, checks, sep="\n")
+    print("wrote " + ", ".join(str(p) for p in paths))
+
+
+if __name__ == "__main__":
+    main()
