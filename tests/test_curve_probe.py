@@ -68,7 +68,10 @@ def test_probe_runs_end_to_end_and_writes_the_sheet(tmp_path: Path, capsys):
     weights = save_checkpoint(RestoreX(RestoreXConfig.tiny()).eval(), tmp_path / "m.safetensors")
     out = tmp_path / "probe"
     main(["--data", str(root), "--weights", str(weights), "--config", str(cfg), "--steps", "20", "--limit", "2",
-          "--max-side", "32", "--sweep-side", "32", "--fused-cache", str(tmp_path / "fused"), "--out", str(out)])
+          "--max-side", "32", "--sweep-side", "32", "--fused-cache", str(tmp_path / "fused"), "--out", str(out),
+          "--strip", str(root / "photos" / "kodak24" / "0.png"), str(tmp_path / "strip.png")])
     text = capsys.readouterr().out
     assert "| curve probe |" in text and "Targets for curve probe" in text
     assert {p.name for p in out.iterdir()} >= {"heldout_summary.md", "ev_sweep.md", "targets.md"}
+    with Image.open(tmp_path / "strip.png") as im:  # input | the weights | probe | auto-gamma, 320 px each
+        assert im.size[0] == 4 * 320

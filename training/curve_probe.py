@@ -41,6 +41,7 @@ from restorex_core.files import atomic_write_text
 from .config import read_toml
 from .datasets import load_image
 from .heldout import (
+    AUTO_GAMMA,
     DEFAULT_CONFIG,
     Downscaled,
     baseline_methods,
@@ -50,8 +51,10 @@ from .heldout import (
     ev_sweep,
     heldout_subsets,
     markdown,
+    model_method,
     read_results,
     score,
+    strip,
     target_checks,
     write,
 )
@@ -216,6 +219,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--limit", type=int, help="at most N training stack pairs and photos, N held-out items per "
                                              "subset (smoke runs)")
     p.add_argument("--steps", type=int, default=4000, help="Adam steps of the fit (default 4000)")
+    p.add_argument("--strip", nargs=2, metavar=("IMAGE", "PNG"), action="append", default=[],
+                   help="also write a strip of IMAGE (input | the weights | probe | auto-gamma) to PNG (repeatable)")
+    p.add_argument("--no-score", action="store_true", help="fit, then only the strips")
     p.add_argument("--out", default="out/curve_probe")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -227,6 +233,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     samples = training_samples(model, root, config=Path(args.config), fused_cache=cache, limit=args.limit)
     head = fit(samples, steps=args.steps)
     methods = {args.label: probe_method(model, head), **baseline_methods()}
+    shown = {Path(args.weights).stem: model_method(model), args.label: methods[args.label],
+             AUTO_GAMMA: methods[AUTO_GAMMA]}
+    for image, png in args.strip:
+        print(f"wrote {strip(shown, [Path(image)], png)}")
+    if args.no_score:
+        return
     subsets = [Downscaled(s, args.max_side) for s in heldout_subsets(root, config=args.config, fused_cache=cache)]
     rows = score(methods, subsets, limit=args.limit)
     files = [f for sub in read_toml(args.config)["data"].get("synthetic_exclude", ())
