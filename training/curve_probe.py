@@ -10,7 +10,7 @@ default gets wrong is the curve. This probe asks whether that curve can be read 
 the frozen weights' input priors (their image encoder + PEM-S2, the Prior Extraction Module: for the bundled
 weights their own small ViT, for the paper's configs CLIP ViT-B/32) and a 32-bin histogram per channel, and
 outputs a monotone curve per channel (16 linear segments), applied to the input pixel by pixel. It is fitted (L1,
-4000 AdamW steps of 64 images at 96 px; about 20 minutes on the 2-core CPU, most of it reading the data) on the
+4000 AdamW steps of 64 images at 96 px; 6 minutes with the data on the idle 2-core CPU, 21 beside a training run) on the
 default recipe's training data only: every training stack frame toward its fused / rule-frame blend
 (``data.fusion_alpha = 0.5``), the blend itself toward itself, and the training photos rendered at EVs uniform
 over [-4, +3] through the camera model (a quarter of them as they are). Then it is scored by ``training.heldout``
