@@ -25,6 +25,12 @@ def test_apply_curve_is_piecewise_linear_and_the_head_starts_at_identity():
     torch.nn.init.normal_(head.net[-1].weight)  # any weights: curves from 0, never decreasing
     curves = head(torch.randn(16, 5))
     assert (curves[..., 0] == 0).all() and (curves.diff(dim=2) > 0).all()
+    white = CurveHead(5, white=True)
+    torch.testing.assert_close(white(torch.randn(4, 5)), torch.linspace(0, 1, KNOTS + 1).expand(4, 3, -1))
+    torch.nn.init.normal_(white.net[-1].weight)
+    curves = white(torch.randn(16, 5))
+    torch.testing.assert_close(curves[..., -1], torch.ones(16, 3))  # white stays white, whatever the weights
+    assert (curves.diff(dim=2) > 0).all()
     assert histograms(x[0]).shape == (96,) and abs(float(histograms(x[0]).pow(2).sum()) - 3.0) < 1e-4
 
 

@@ -110,10 +110,12 @@ def apply_curve(x: Tensor, knots: Tensor) -> Tensor:
 
 class CurveHead(nn.Module):
     """Features -> monotone per-channel curves from 0: increments through a softplus, summed. Starts as the
-    identity curve (the last layer zero, its bias at softplus^-1(1))."""
+    identity curve (the last layer zero, its bias at softplus^-1(1)). ``white = True`` scales each curve to end
+    at 1: white stays white, and a clipped channel stays clipped (no grey or tinted veil over blown regions)."""
 
-    def __init__(self, n_features: int, hidden: int = 256) -> None:
+    def __init__(self, n_features: int, hidden: int = 256, *, white: bool = False) -> None:
         super().__init__()
+        self.white = white
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("std", torch.ones(n_features))
         self.net = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(), nn.Dropout(0.1),
@@ -122,7 +124,8 @@ class CurveHead(nn.Module):
         nn.init.constant_(self.net[-1].bias, math.log(math.e - 1.0))
 
     def forward(self, f: Tensor) -> Tensor:
-        steps = F.softplus(self.net((f - self.mean) / self.std)).view(-1, 3, KNOTS) / KNOTS
+        steps = F.softplus(self.net((f - self.mean) / self.std)).view(-1, 3, KNOTS)
+        steps = steps / steps.sum(2, keepdim=True) if self.white else steps / KNOTS
         return torch.cat([steps.new_zeros(steps.shape[0], 3, 1), steps.cumsum(2)], 2)
 
 
@@ -163,11 +166,11 @@ def training_samples(model: nn.Module, data_root: Path, *, config: Path = DEFAUL
 
 
 def fit(samples: Sequence[tuple[Tensor, Tensor, Tensor]], *, steps: int = 4000, batch: int = 64, lr: float = 1e-3,
-        seed: int = 0) -> CurveHead:
+        seed: int = 0, white: bool = False) -> CurveHead:
     """The head fitted by L1 between the curved inputs and the targets (samples padded to one size per batch)."""
     torch.manual_seed(seed)
     feats = torch.stack([s[0] for s in samples])
-    head = CurveHead(feats.shape[1])
+    head = CurveHead(feats.shape[1], white=white)
     head.mean.copy_(feats.mean(0))
     head.std.copy_(feats.std(0).clamp(min=1e-4))
     side = LOSS_SIDE
@@ -219,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--limit", type=int, help="at most N training stack pairs and photos, N held-out items per "
                                              "subset (smoke runs)")
     p.add_argument("--steps", type=int, default=4000, help="Adam steps of the fit (default 4000)")
+    p.add_argument("--white", action="store_true", help="curves that end at 1: white stays white (CurveHead)")
     p.add_argument("--strip", nargs=2, metavar=("IMAGE", "PNG"), action="append", default=[],
                    help="also write a strip of IMAGE (input | the weights | probe | auto-gamma) to PNG (repeatable)")
     p.add_argument("--no-score", action="store_true", help="fit, then only the strips")
@@ -231,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     model = load_checkpoint(args.weights).eval()
     root = Path(args.data)
     samples = training_samples(model, root, config=Path(args.config), fused_cache=cache, limit=args.limit)
-    head = fit(samples, steps=args.steps)
+    head = fit(samples, steps=args.steps, white=args.white)
     methods = {args.label: probe_method(model, head), **baseline_methods()}
     shown = {Path(args.weights).stem: model_method(model), args.label: methods[args.label],
              AUTO_GAMMA: methods[AUTO_GAMMA]}
@@ -246,10 +250,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ev_rows = ev_sweep(methods, files[: args.limit] if args.limit else files, max_side=args.sweep_side)
     command = "python -m training.curve_probe " + " ".join(argv)
     paths = write(rows, args.out, command)
-    for folder in args.compare:
+    for folder in args.compare:  # each model once: the first folder that has it
         old_rows, old_ev = read_results(folder)
-        rows += [r for r in old_rows if r.method not in methods]
-        ev_rows += [r for r in old_ev if r.method not in methods]
+        have, have_ev = {r.method for r in rows}, {r.method for r in ev_rows}
+        rows += [r for r in old_rows if r.method not in have]
+        ev_rows += [r for r in old_ev if r.method not in have_ev]
     out = Path(args.out)
     reference = args.reference if any(r.method == args.reference for r in rows) else None
     checks = checks_markdown(target_checks(rows, ev_rows, args.label, reference), args.label)
