@@ -85,10 +85,11 @@ def decode_png(data: bytes, *, name: str = "<png>") -> np.ndarray:
         raise fail(f"PNG image data has {len(raw)} bytes, expected {expected}; the file is truncated or damaged")
     rows = np.frombuffer(raw, np.uint8).reshape(height, stride + 1)
     filters = rows[:, 0]
-    if filters.max(initial=0) > 4:
-        raise fail(f"corrupt PNG (unknown row filter {int(filters.max())})")
+    highest = int(filters.max(initial=0))
+    if highest > 4:
+        raise fail(f"corrupt PNG (unknown row filter {highest})")
     filtered = rows[:, 1:].reshape(height, width, bpp)
-    pixels = _unfilter_row_local(filtered, filters) if filters.max(initial=0) <= 2 else _unfilter(filtered, filters)
+    pixels = _unfilter_row_local(filtered, filters) if highest <= 2 else _unfilter(filtered, filters)
     dtype = np.dtype(">u2") if itemsize == 2 else np.dtype(np.uint8)
     return pixels.view(dtype).reshape(height, width, channels).astype(dtype.newbyteorder("="))
 

@@ -36,8 +36,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from restorex_core.files import atomic_write_text
-
 from .config import read_toml
 from .datasets import load_image
 from .heldout import (
@@ -45,17 +43,14 @@ from .heldout import (
     DEFAULT_CONFIG,
     Downscaled,
     baseline_methods,
-    checks_markdown,
-    ev_csv,
-    ev_markdown,
     ev_sweep,
+    heldout_photos,
     heldout_subsets,
     markdown,
     model_method,
-    read_results,
+    report_targets,
     score,
     strip,
-    target_checks,
     write,
 )
 from .stacks import StackDataset
@@ -245,24 +240,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     subsets = [Downscaled(s, args.max_side) for s in heldout_subsets(root, config=args.config, fused_cache=cache)]
     rows = score(methods, subsets, limit=args.limit)
-    files = [f for sub in read_toml(args.config)["data"].get("synthetic_exclude", ())
-             for f in find_images(root / "photos" / sub)]
+    files = heldout_photos(root, config=args.config)
     ev_rows = ev_sweep(methods, files[: args.limit] if args.limit else files, max_side=args.sweep_side)
     command = "python -m training.curve_probe " + " ".join(argv)
     paths = write(rows, args.out, command)
-    for folder in args.compare:  # each model once: the first folder that has it
-        old_rows, old_ev = read_results(folder)
-        have, have_ev = {r.method for r in rows}, {r.method for r in ev_rows}
-        rows += [r for r in old_rows if r.method not in have]
-        ev_rows += [r for r in old_ev if r.method not in have_ev]
-    out = Path(args.out)
-    reference = args.reference if any(r.method == args.reference for r in rows) else None
-    checks = checks_markdown(target_checks(rows, ev_rows, args.label, reference), args.label)
-    sweep_md = f"EV sweep, held-out photos at {args.sweep_side} px (`{command}`)\n\n{ev_markdown(ev_rows)}\n"
-    paths += [atomic_write_text(out / "heldout_compared.md", markdown(rows, command)),
-              atomic_write_text(out / "ev_sweep.csv", ev_csv(ev_rows)),
-              atomic_write_text(out / "ev_sweep.md", sweep_md), atomic_write_text(out / "targets.md", checks + "\n")]
-    print(markdown(rows, command), sweep_md, checks, sep="\n")
+    print(markdown(rows, command))
+    paths += report_targets(rows, ev_rows, args.label, args.reference, out=args.out, command=command,
+                            compare=args.compare, sweep_side=args.sweep_side)
     print("wrote " + ", ".join(str(p) for p in paths))
 
 

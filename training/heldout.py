@@ -634,6 +634,36 @@ def read_results(folder: str | Path) -> tuple[list[Row], list[EvRow]]:
     return rows, ev
 
 
+def heldout_photos(data_root: str | Path, *, config: str | Path = DEFAULT_CONFIG) -> list[Path]:
+    """The held-out photo files (the config's ``data.synthetic_exclude`` sets under ``photos/``): the EV sweep's."""
+    data = read_toml(config)["data"]
+    return [p for sub in data.get("synthetic_exclude", ()) for p in find_images(Path(data_root) / "photos" / sub)]
+
+
+def report_targets(rows: Sequence[Row], ev_rows: Sequence[EvRow], model: str, reference: str | None, *,
+                   out: str | Path, command: str, compare: Sequence[str | Path] = (), sweep_side: int) -> list[Path]:
+    """The ``--targets`` report of a scored run: its own sweep (``ev_sweep.csv``); the models of earlier runs
+    (``compare`` folders, each model once, from the first folder that has it) joined into the tables
+    (``heldout_compared.md``); the sweep table and ``model``'s target checks (``ev_sweep.md``, ``targets.md``).
+    Prints the tables; returns the files written."""
+    out = Path(out)
+    paths = [atomic_write_text(out / "ev_sweep.csv", ev_csv(ev_rows))]
+    rows, ev_rows = list(rows), list(ev_rows)
+    for folder in compare:
+        old_rows, old_ev = read_results(folder)
+        have, have_ev = {r.method for r in rows}, {r.method for r in ev_rows}
+        rows += [r for r in old_rows if r.method not in have]
+        ev_rows += [r for r in old_ev if r.method not in have_ev]
+    if compare:
+        paths.append(atomic_write_text(out / "heldout_compared.md", markdown(rows, command)))
+        print(markdown(rows, command))
+    checks = checks_markdown(target_checks(rows, ev_rows, model, reference), model)
+    sweep_md = f"EV sweep, held-out photos at {sweep_side} px (`{command}`)\n\n{ev_markdown(ev_rows)}\n"
+    paths += [atomic_write_text(out / "ev_sweep.md", sweep_md), atomic_write_text(out / "targets.md", checks + "\n")]
+    print(sweep_md, checks, sep="\n")
+    return paths
+
+
 def checks_markdown(checks: Sequence[Check], model: str) -> str:
     met = sum(c.ok for c in checks)
     lines = [f"Targets for {model}: {met} of {len(checks)} met", "", "| target | value | met |", "|---|---|---|"]
@@ -692,8 +722,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> list[Row]:
     from restorex_core import load_checkpoint
 
     def sweep(max_side: int) -> list[EvRow]:
-        data = read_toml(args.config)["data"]
-        files = [p for sub in data.get("synthetic_exclude", ()) for p in find_images(Path(args.data) / "photos" / sub)]
+        files = heldout_photos(args.data, config=args.config)
         files = files[: args.limit] if args.limit else files
         models = {label: model_method(load_checkpoint(path, device=args.device), tile=args.tile)
                   for label, path in _weights(args.weights)}
@@ -726,21 +755,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> list[Row]:
         print(markdown(rows, command))
         if args.targets:
             model, _, reference = args.targets.partition(",")
-            ev_rows = sweep(args.sweep_side)
-            paths.append(atomic_write_text(Path(args.out) / "ev_sweep.csv", ev_csv(ev_rows)))
-            for folder in args.compare:  # earlier runs' models, next to this run's
-                old_rows, old_ev = read_results(folder)
-                mine = {r.method for r in rows}
-                rows += [r for r in old_rows if r.method not in mine]
-                ev_rows += [r for r in old_ev if r.method not in mine]
-            if args.compare:
-                paths.append(atomic_write_text(Path(args.out) / "heldout_compared.md", markdown(rows, command)))
-                print(markdown(rows, command))
-            checks = checks_markdown(target_checks(rows, ev_rows, model, reference or None), model)
-            sweep_md = f"EV sweep, held-out photos at {args.sweep_side} px (`{command}`)\n\n{ev_markdown(ev_rows)}\n"
-            paths += [atomic_write_text(Path(args.out) / "ev_sweep.md", sweep_md),
-                      atomic_write_text(Path(args.out) / "targets.md", checks + "\n")]
-            print(sweep_md, checks, sep="\n")
+            paths += report_targets(rows, sweep(args.sweep_side), model, reference or None, out=args.out,
+                                    command=command, compare=args.compare, sweep_side=args.sweep_side)
         print("wrote " + ", ".join(str(p) for p in paths))
     if (args.sheet or args.strip) and not methods:
         raise SystemExit("--sheet and --strip need at least one --weights")
