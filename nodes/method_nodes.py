@@ -72,7 +72,8 @@ class FFEDMEnhance:
 
 
 class RestormerInject:
-    """The prior-injected Restormer: corrects the image guided by the priors (tiled, out-of-memory safe)."""
+    """The prior-injected Restormer: corrects the image guided by the priors (tiled, out-of-memory safe). Weights
+    with a global tone path first apply the tone curve they read off the image itself."""
 
     @classmethod
     def INPUT_TYPES(cls):

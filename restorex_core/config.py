@@ -10,8 +10,10 @@ from .arch.clip_vit import ClipVisionConfig
 from .arch.pem import PEMConfig
 from .arch.prior_diffusion import FFEDMConfig
 from .arch.restormer import RestormerConfig
+from .arch.tone import ToneConfig
 
-_SECTIONS = {"clip": ClipVisionConfig, "pem": PEMConfig, "ffedm": FFEDMConfig, "restormer": RestormerConfig}
+_SECTIONS = {"clip": ClipVisionConfig, "pem": PEMConfig, "ffedm": FFEDMConfig, "restormer": RestormerConfig,
+             "tone": ToneConfig}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,6 +22,7 @@ class RestoreXConfig:
     pem: PEMConfig = field(default_factory=PEMConfig)
     ffedm: FFEDMConfig = field(default_factory=FFEDMConfig)
     restormer: RestormerConfig = field(default_factory=RestormerConfig)
+    tone: ToneConfig = field(default_factory=ToneConfig)  # knots = 0: none (the paper's model)
 
     def __post_init__(self) -> None:
         n, d = len(self.clip.taps), self.pem.dim
@@ -32,6 +35,8 @@ class RestoreXConfig:
              f"restormer.prior_dim {self.restormer.prior_dim} must be 0 or pem.dim {d}"),
             (self.restormer.num_priors == n,
              f"restormer.num_priors {self.restormer.num_priors} != number of clip.taps {n}"),
+            (not self.tone.enabled or (self.tone.prior_dim, self.tone.num_priors) == (d, n),
+             f"tone reads {self.tone.num_priors} priors of D={self.tone.prior_dim}; the PEM gives {n} of D={d}"),
         ]
         errors = [msg for ok, msg in checks if not ok]
         if errors:

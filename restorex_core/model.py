@@ -15,6 +15,7 @@ from .arch.clip_vit import ClipVision
 from .arch.pem import PriorExtraction
 from .arch.prior_diffusion import FFEDM
 from .arch.restormer import PriorRestormer
+from .arch.tone import ToneCurve, apply_curves
 from .blending import blend, correction_weight
 from .config import RestoreXConfig
 from .errors import ClipWeightsError
@@ -38,13 +39,16 @@ Progress = Callable[[int, int], None]
 Interrupt = Callable[[], None]  # raises to stop, e.g. comfy.model_management.throw_exception_if_processing_interrupted
 Tile = int | Literal["auto"] | None
 logger = logging.getLogger(__name__)
+TONE_BAND = 1 << 22  # pixels per band of the tone path's lookup (RestoreX._toned): about 100 MB at a time
 BORDER = 8  # mirrored margin around every image the Restormer sees (images.pad_border): no edge line
 _CLIP_SHAPE_FIELDS = ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio")
 
 
 class RestoreX(nn.Module):
     """The full model. State-dict namespaces: ``clip``, ``pem_reference`` (PEM-S1, applied to well-exposed
-    images), ``pem_input`` (PEM-S2, applied to the degraded input), ``ffedm``, ``restormer``.
+    images), ``pem_input`` (PEM-S2, applied to the degraded input), ``ffedm``, ``restormer``, and ``tone`` (the
+    global tone path, not in the paper: a curve per channel read off the input, applied before the Restormer;
+    only when ``config.tone.knots > 0``).
 
     Images everywhere are (B, C, H, W) float in [0, 1] with C in {1, 3, 4} and any H, W >= 1; outputs have
     the same shape, clamped to [0, 1]. Nothing here disables gradients: wrap inference in
@@ -74,6 +78,7 @@ class RestoreX(nn.Module):
         self.pem_input = PriorExtraction(config.pem)
         self.ffedm = FFEDM(config.ffedm)
         self.restormer = PriorRestormer(config.restormer)
+        self.tone = ToneCurve(config.tone) if config.tone.enabled else None
         self.scheduler = DDPMScheduler.from_config(config.ffedm)
 
     @property
@@ -149,6 +154,36 @@ class RestoreX(nn.Module):
         vectors = self.ffedm.decode(z).unbind(dim=1)  # N x (B, D) fp32
         return Priors(tuple(vectors), priors.blocks, "input", enhanced=True)
 
+    # -- 3a. the global tone path (not in the paper) -----------------------------------------------
+    def tone_curves(self, images: Tensor, priors: Priors | None = None) -> Tensor | None:
+        """The per-channel curves the tone path picks for ``images``: (B, 3, K + 1) fp32, None for a model without
+        one. ``priors``: the images' raw input priors when already at hand (:meth:`extract_priors`), else read here.
+        """
+        if self.tone is None:
+            return None
+        if priors is None:
+            priors = self.extract_priors(images, source="input")
+        elif priors.source != "input" or priors.enhanced:
+            raise ValueError("the tone path reads the raw input priors (ExtractCLIPPriors / extract_priors), not "
+                             f"{'enhanced' if priors.enhanced else priors.source} priors")
+        rgb = split_channels(check_images(images)).rgb
+        vectors = priors.expand(rgb.shape[0]).to(self.device, self.dtype).vectors
+        return self.tone(list(vectors), rgb.to(self.device))
+
+    def _toned(self, rgb: Tensor, curves: Tensor | None) -> Tensor:
+        """``rgb`` through ``curves`` (computed here when None), in bands of rows: an 8K photo's lookup stays
+        a few hundred MB. Unchanged for a model without a tone path."""
+        if self.tone is None:
+            return rgb
+        if curves is None:
+            curves = self.tone_curves(rgb)
+        if curves.shape[0] == 1 and rgb.shape[0] > 1:
+            curves = curves.expand(rgb.shape[0], -1, -1)
+        curves = curves.to(rgb.device)
+        rows = max(1, TONE_BAND // max(1, rgb.shape[0] * rgb.shape[-1]))
+        bands = [apply_curves(band, curves, self.config.tone.guard) for band in rgb.split(rows, dim=2)]
+        return torch.cat(bands, dim=2).to(rgb.dtype)
+
     # -- 3. prior-injected Restormer ----------------------------------------------------------------
     def restore(
         self,
@@ -162,8 +197,9 @@ class RestoreX(nn.Module):
         max_memory: int | None = None,
         interrupt: Interrupt | None = None,
         attention: list[Tensor] | None = None,
+        curves: Tensor | None = None,
     ) -> Tensor:
-        """Run the Restormer with the priors injected.
+        """Run the Restormer with the priors injected (after the tone path's curves, for a model with one).
 
         ``tile`` bounds memory: the Restormer runs over overlapping tiles blended with feathered weights,
         while everything global stays global: the priors, and the attention maps of every MDTA block, taken
@@ -185,6 +221,8 @@ class RestoreX(nn.Module):
             interrupt: called before every transformer block (guide pass and tiles); it stops by raising.
             attention: use these maps (from :meth:`attention_maps`) in every MDTA block instead of the pass's
                 own, tiled or not: a clip smooths them over time, and measures a thumbnail restored with them.
+            curves: the tone path's curves (:meth:`tone_curves`); by default read off ``images`` themselves.
+                Ignored by a model without a tone path.
         """
         images = check_images(images)
         check_tiling(tile, overlap, multiple_of=self.restormer.multiple_of)
@@ -193,17 +231,17 @@ class RestoreX(nn.Module):
                              "exposure: run FFEDM Enhance (RestoreX.enhance_priors) on them first, or give reference "
                              "or blended priors")
         return self._restore(images, priors, tile=tile, overlap=overlap, progress=progress, guide_size=guide_size,
-                             max_memory=max_memory, interrupt=interrupt, attention=attention)
+                             max_memory=max_memory, interrupt=interrupt, attention=attention, curves=curves)
 
     def _restore(self, images: Tensor, priors: Priors, *, tile: Tile, overlap: int, progress: Progress | None,
                  guide_size: int, max_memory: int | None, interrupt: Interrupt | None,
-                 attention: list[Tensor] | None) -> Tensor:
+                 attention: list[Tensor] | None, curves: Tensor | None = None) -> Tensor:
         if priors.blocks != self.config.clip.taps or priors.dim != self.config.pem.dim:
             raise ValueError(f"priors of blocks {priors.blocks} (D={priors.dim}) do not fit this model "
                              f"(blocks {self.config.clip.taps}, D={self.config.pem.dim})")
         split = split_channels(images)
         vectors = list(priors.expand(images.shape[0]).to(self.device, self.dtype).vectors)
-        rgb = split.rgb
+        rgb = self._toned(split.rgb, curves)  # one curve per image, before any tiling: tiles agree
         b, _, h, w = rgb.shape
         if tile != "auto":
             out = self._run_backing_off(rgb, vectors, tile, overlap, False, guide_size, progress, interrupt,
@@ -280,11 +318,11 @@ class RestoreX(nn.Module):
         return guide.contiguous(memory_format=self._layout)
 
     def attention_maps(self, images: Tensor, priors: Priors, *, guide_size: int = GUIDE_SIZE,
-                       interrupt: Interrupt | None = None) -> list[Tensor]:
+                       interrupt: Interrupt | None = None, curves: Tensor | None = None) -> list[Tensor]:
         """The attention maps a tiled :meth:`restore` of ``images`` shares across its tiles (one per MDTA block,
         (B, heads, C/h, C/h) fp32): what :func:`restorex_core.sequence.iter_corrected` smooths over time and
         passes back as ``restore(..., attention=)``."""
-        rgb = split_channels(check_images(images)).rgb
+        rgb = self._toned(split_channels(check_images(images)).rgb, curves)
         vectors = list(priors.expand(images.shape[0]).to(self.device, self.dtype).vectors)
         padded, _ = pad_to_multiple(pad_border(rgb, BORDER), self.restormer.multiple_of)
         return self.restormer.record_attention(self._guide(padded, guide_size), vectors, interrupt=interrupt)
@@ -353,8 +391,9 @@ class RestoreX(nn.Module):
             return images.clone()
         if interrupt is not None:
             interrupt()
-        priors = self.enhance_priors(self.extract_priors(images, source="input"), steps=steps, seed=seed,
-                                     interrupt=interrupt)
+        raw = self.extract_priors(images, source="input")
+        curves = self.tone_curves(images, raw)
+        priors = self.enhance_priors(raw, steps=steps, seed=seed, interrupt=interrupt)
         out = self.restore(images, priors, tile=tile, overlap=overlap, max_memory=max_memory, progress=progress,
-                           interrupt=interrupt)
+                           interrupt=interrupt, curves=curves)
         return out if mask is None and strength == 1.0 else blend(images, out, weight.to(images.device))

@@ -245,6 +245,7 @@ class SequencePlan:
     gains: Tensor  # (T,) float32 linear-light exposure factors, 1 where nothing is held
     attention: list[Tensor] | None = None  # tiled frames: per MDTA block (T, heads, C/h, C/h), smoothed
     breaks: Tensor | None = None  # (T,) bool: frames that start a new lighting or shot (no smoothing across)
+    curves: Tensor | None = None  # models with a tone path: (T, 3, K + 1) per-frame curves, smoothed like the priors
 
 
 def check_frames(frames: Sequence[Tensor]) -> tuple[int, int, int]:
@@ -281,14 +282,17 @@ def plan_sequence(model: RestoreX, frames: Sequence[Tensor], *, window: int, hol
     if hold < 0 or (hold % 2 == 0 and hold != 0 and smoothing == "centred"):
         raise ValueError(f"hold must be 0 (the whole shot) or an odd number of frames >= 1, got {hold}")
     t_count = len(frames)
-    per_frame, exposure = [], torch.empty(t_count)
+    per_frame, per_curves, exposure = [], [], torch.empty(t_count)
     shifts, shot_cuts = [(0.0, 0.0)] * t_count, torch.zeros(t_count, dtype=torch.bool)
     previous = None
     for t in range(t_count):
         if interrupt is not None:
             interrupt()
         x = _frame(frames, t, shape).to(model.device)
-        per_frame.append(model.enhance_priors(model.extract_priors(x, source="input"), steps=steps, seed=seed))
+        raw = model.extract_priors(x, source="input")
+        if model.tone is not None:
+            per_curves.append(model.tone_curves(x, raw).cpu())
+        per_frame.append(model.enhance_priors(raw, steps=steps, seed=seed))
         if window == 1:
             continue
         lum = luminance(_thumbnail(x)).cpu()  # (1, h, w), linear light
@@ -299,12 +303,16 @@ def plan_sequence(model: RestoreX, frames: Sequence[Tensor], *, window: int, hol
             shot_cuts[t] = exposure_change(previous[0], lum, shifts[t])[1] < SHOT_AGREEMENT
         previous = lum, encoded
     priors = Priors.cat(per_frame)
+    curves = torch.cat(per_curves) if per_curves else None
     if window == 1:
-        return SequencePlan(priors, torch.ones(t_count))
+        return SequencePlan(priors, torch.ones(t_count), curves=curves)
     lighting = lighting_steps(exposure, window // 2, cut_ev) if (cut_ev and smoothing == "centred") else None
     breaks = shot_cuts if lighting is None else shot_cuts | lighting
     stacked = smooth_over_time(priors.stacked(), window, mode=smoothing, breaks=breaks)  # (T, N, D)
     priors = Priors(tuple(stacked.unbind(dim=1)), priors.blocks, priors.source, priors.enhanced)
+    if curves is not None:  # averages of rising curves from 0 rise from 0: still curves the tone path could give
+        curves = smooth_over_time(curves, window, mode=smoothing, breaks=breaks)
+    own_curves = (lambda t: None) if curves is None else (lambda t: curves[t : t + 1].to(model.device))
     gains, attention = torch.ones(t_count), None
     if tile is not None and max(shape[1:]) > tile:  # tiled, as RestoreX.restore decides (tile already resolved)
         maps = []
@@ -312,7 +320,8 @@ def plan_sequence(model: RestoreX, frames: Sequence[Tensor], *, window: int, hol
             if interrupt is not None:
                 interrupt()
             x = _frame(frames, t, shape).to(model.device)
-            maps.append([a.cpu() for a in model.attention_maps(x, priors[t], interrupt=interrupt)])
+            maps.append([a.cpu() for a in model.attention_maps(x, priors[t], interrupt=interrupt,
+                                                               curves=own_curves(t))])
         attention = [smooth_over_time(torch.cat(block), window, mode=smoothing, breaks=breaks)
                      for block in zip(*maps, strict=True)]
     if hold != 1:
@@ -322,14 +331,15 @@ def plan_sequence(model: RestoreX, frames: Sequence[Tensor], *, window: int, hol
                 interrupt()
             x = _frame(frames, t, shape).to(model.device)
             own = None if attention is None else [a[t : t + 1].to(model.device) for a in attention]
-            lum = luminance(model.restore(_thumbnail(x), priors[t], attention=own))[0].detach().cpu()
+            lum = luminance(model.restore(_thumbnail(x), priors[t], attention=own,
+                                          curves=own_curves(t)))[0].detach().cpu()
             if previous is not None:
                 step = 0.0 if shot_cuts[t] else exposure_change(previous, lum, shifts[t])[0]
                 level[t] = level[t - 1] + step
             previous = lum
         held = smooth_over_time(level, hold or 2 * t_count + 1, mode=smoothing, breaks=breaks)
         gains = torch.exp2(held - level).float().clamp(1 / MAX_GAIN, MAX_GAIN)
-    return SequencePlan(priors, gains, attention, breaks)
+    return SequencePlan(priors, gains, attention, breaks, curves)
 
 
 def iter_corrected(model: RestoreX, frames: Sequence[Tensor], *, window: int = 9, hold: int = HOLD,
@@ -376,8 +386,9 @@ def iter_corrected(model: RestoreX, frames: Sequence[Tensor], *, window: int = 9
         chunk = [_frame(frames, t, shape) for t in range(start, stop)]
         x = chunk[0] if len(chunk) == 1 else torch.cat(chunk)  # cat would change a channels-last frame's layout
         maps = None if plan.attention is None else [a[start:stop].to(model.device) for a in plan.attention]
+        curves = None if plan.curves is None else plan.curves[start:stop].to(model.device)
         out = model.restore(x.to(model.device), plan.priors[start:stop], tile=tile, overlap=overlap, attention=maps,
-                            max_memory=max_memory)
+                            max_memory=max_memory, curves=curves)
         for i, t in enumerate(range(start, stop)):
             yield t, apply_gain(out[i : i + 1], float(plan.gains[t])).to(x.device, x.dtype)
         if progress is not None:

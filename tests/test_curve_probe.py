@@ -5,46 +5,39 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
-from training.curve_probe import KNOTS, CurveHead, apply_curve, fit, histograms, main
+from restorex_core.arch.tone import ToneConfig, apply_curves, identity_curves
+from training.curve_probe import KNOTS, Probe, fit, main
 from training.metrics import psnr
 
 
-def test_apply_curve_is_piecewise_linear_and_the_head_starts_at_identity():
-    x = torch.rand(2, 3, 8, 9, generator=torch.Generator().manual_seed(0))
-    identity = torch.linspace(0, 1, KNOTS + 1).expand(2, 3, -1)
-    torch.testing.assert_close(apply_curve(x, identity), x)
-    squared = identity**2  # the curve x^2 sampled at the knots: exact at the knots, linear between them
-    knots_at = torch.tensor([[[0.5, 1 / KNOTS, 1.0]]]).expand(1, 3, -1).reshape(1, 3, 3, 1)
-    out = apply_curve(knots_at, squared[:1])
-    torch.testing.assert_close(out[0, :, 1:, 0], torch.tensor([[1 / KNOTS**2, 1.0]]).expand(3, -1))
-    head = CurveHead(5)
-    torch.testing.assert_close(head(torch.randn(4, 5)), torch.linspace(0, 1, KNOTS + 1).expand(4, 3, -1))
-    torch.nn.init.normal_(head.net[-1].weight)  # any weights: curves from 0, never decreasing
-    curves = head(torch.randn(16, 5))
-    assert (curves[..., 0] == 0).all() and (curves.diff(dim=2) > 0).all()
-    white = CurveHead(5, white=True)
-    torch.testing.assert_close(white(torch.randn(4, 5)), torch.linspace(0, 1, KNOTS + 1).expand(4, 3, -1))
-    torch.nn.init.normal_(white.net[-1].weight)
-    curves = white(torch.randn(16, 5))
-    torch.testing.assert_close(curves[..., -1], torch.ones(16, 3))  # white stays white, whatever the weights
+def test_the_white_probe_ends_every_curve_at_one():
+    config = ToneConfig(knots=KNOTS, prior_dim=1, num_priors=2, bins=2)  # features: 2 priors + 3 x 2 bins = 8
+    white = Probe(config, white=True)
+    torch.testing.assert_close(white(torch.randn(4, 8)), identity_curves(4, KNOTS))
+    torch.nn.init.normal_(white.head.net[-1].weight)  # any weights: white stays white, curves rise
+    curves = white(torch.randn(16, 8))
+    torch.testing.assert_close(curves[..., -1], torch.ones(16, 3))
     assert (curves.diff(dim=2) > 0).all()
-    assert histograms(x[0]).shape == (96,) and abs(float(histograms(x[0]).pow(2).sum()) - 3.0) < 1e-4
+    assert not torch.allclose(Probe(config).head.net[-1].weight, white.head.net[-1].weight)
 
 
 def test_fit_learns_the_curve_that_the_features_name():
     g = torch.Generator().manual_seed(1)
     samples = []
     for k in range(48):  # two kinds of image, told apart by one feature: brighten (gamma 0.5) or leave alone
-        x = torch.rand(3, 12, 16, generator=g)
+        x = torch.rand(3, 12, 16, generator=g) * 0.8
         dark = k % 2 == 0
-        samples.append((torch.tensor([1.0 if dark else -1.0, 0.0]), x, x.sqrt() if dark else x))
-    head = fit(samples, steps=400, batch=16, lr=3e-3)
+        samples.append((torch.tensor([1.0 if dark else -1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]), x,
+                        x.sqrt() if dark else x))
+    config = ToneConfig(knots=KNOTS, prior_dim=1, num_priors=2, bins=2, hidden=32)  # 2 + 3 x 2 = 8 features
+    head = fit(samples, config, steps=400, batch=16, lr=3e-3, guard=config.guard)
     for f, x, y in samples[:4]:
         with torch.no_grad():
-            out = apply_curve(x[None], head(f[None]))[0]
+            out = apply_curves(x[None], head(f[None]), config.guard)[0]
         assert float(psnr(out, y)) > 30, float(psnr(out, y))
 
 
@@ -55,7 +48,7 @@ def _photo(seed: int, h: int = 40, w: int = 56) -> np.ndarray:
 
 
 def test_probe_runs_end_to_end_and_writes_the_sheet(tmp_path: Path, capsys):
-    from restorex_core import RestoreX, RestoreXConfig, save_checkpoint
+    from restorex_core import RestoreX, RestoreXConfig, load_checkpoint, save_checkpoint
 
     root = tmp_path / "data"
     for n, sid in enumerate(("src/Train", "src/HeldA", "src/HeldB")):
@@ -75,9 +68,17 @@ def test_probe_runs_end_to_end_and_writes_the_sheet(tmp_path: Path, capsys):
     out = tmp_path / "probe"
     main(["--data", str(root), "--weights", str(weights), "--config", str(cfg), "--steps", "20", "--limit", "2",
           "--max-side", "32", "--sweep-side", "32", "--fused-cache", str(tmp_path / "fused"), "--out", str(out),
-          "--strip", str(root / "photos" / "kodak24" / "0.png"), str(tmp_path / "strip.png")])
+          "--strip", str(root / "photos" / "kodak24" / "0.png"), str(tmp_path / "strip.png"),
+          "--export", str(tmp_path / "toned.safetensors")])
     text = capsys.readouterr().out
     assert "| curve probe |" in text and "Targets for curve probe" in text
     assert {p.name for p in out.iterdir()} >= {"heldout_summary.md", "ev_sweep.md", "targets.md"}
     with Image.open(tmp_path / "strip.png") as im:  # input | the weights | probe | auto-gamma, 320 px each
         assert im.size[0] == 4 * 320
+    toned = load_checkpoint(tmp_path / "toned.safetensors")  # the weights + the fitted head as their tone path
+    assert toned.config.tone.knots == KNOTS and toned.config.tone.prior_dim == toned.config.pem.dim
+    plain = load_checkpoint(weights)
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in toned.state_dict().items()
+               if not k.startswith("tone."))
+    with pytest.raises(SystemExit):
+        main(["--data", str(root), "--weights", str(weights), "--white", "--export", str(tmp_path / "w.safetensors")])

@@ -119,9 +119,9 @@ class TrainConfig:
                   (0.0 <= d.identity_ratio < 1.0, "data.identity_ratio must be in [0, 1)"),
                   (t.schedule in ("cosine", "constant"), "train.schedule must be cosine or constant"),
                   (t.max_minutes >= 0, "train.max_minutes must be >= 0 (0: no wall-clock budget)"),
-                  (set(t.freeze) <= {"pem_reference", "pem_input", "ffedm", "restormer", "clip"},
+                  (set(t.freeze) <= {"pem_reference", "pem_input", "ffedm", "restormer", "clip", "tone"},
                    f"train.freeze names unknown submodules {sorted(set(t.freeze))}: use pem_reference, pem_input, "
-                   "ffedm, restormer or clip"),
+                   "ffedm, restormer, clip or tone"),
                   (t.export_dtype in EXPORT_DTYPES, f"train.export_dtype must be one of {list(EXPORT_DTYPES)}"),
                   (cfg.loss.sap_tokens in ("prior", "all"), "loss.sap_tokens must be prior or all")]
         errors = [msg for ok, msg in checks if not ok]

@@ -16,15 +16,18 @@ default recipe's training data only: every training stack frame toward its fused
 over [-4, +3] through the camera model (a quarter of them as they are). Then it is scored by ``training.heldout``
 like any weights (subsets, EV sweep, the issue's target checks, ``--compare``).
 
-A measurement, not a model to ship: nothing in it is tuned on the held-out data (its settings are fixed below),
-and its output is the input under a curve, so it restores nothing local.
+The head is the core's tone path (``restorex_core.arch.tone.ToneCurve``), applied through its clipped-region guard
+(a pixel whose brightest channel nears 1 takes the three curves' common curve: ``--no-guard`` for free channel
+curves everywhere, as the first probe ran). Nothing in it is tuned on the held-out data (its settings are fixed
+below), and its output is the input under a curve, so it restores nothing local. ``--export FILE`` writes the
+weights with the fitted head as their tone path: part 1 of the v6 recipe
+(``training/configs/experiments/default_v6.toml``), which then trains the Restormer behind the frozen curve.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 import time
@@ -35,6 +38,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from restorex_core.arch.tone import ToneConfig, ToneCurve, apply_curves
 
 from .config import read_toml
 from .datasets import load_image
@@ -60,7 +65,6 @@ from .synthetic import find_images
 logger = logging.getLogger(__name__)
 
 KNOTS = 16  # linear segments per channel
-BINS = 32  # histogram bins per channel
 FEATURE_SIDE = 256  # the priors and histogram are read from the image at this long side, in training and use
 LOSS_SIDE = 96  # the curve's L1 is measured at this long side (a curve is pixel-wise: resolution does not matter)
 EV_RANGE, IDENTITY = (-4.0, 3.0), 0.25
@@ -76,56 +80,35 @@ def resize_max(x: Tensor, side: int) -> Tensor:
                          antialias=True)[0].clamp(0, 1)
 
 
-def histograms(x: Tensor) -> Tensor:
-    """(3, H, W) -> (3 * BINS,) square roots of each channel's normalised histogram."""
-    idx = (x.clamp(0, 1) * BINS).long().clamp(max=BINS - 1).flatten(1)
-    h = torch.zeros(3, BINS).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float32))
-    return (h / idx.shape[1]).sqrt().flatten()
+def tone_config(model: nn.Module) -> ToneConfig:
+    """The tone path this probe fits for ``model``: 16 segments, reading its priors (restorex_core.arch.tone)."""
+    c = model.config
+    return ToneConfig(knots=KNOTS, prior_dim=c.pem.dim, num_priors=len(c.clip.taps), feature_side=FEATURE_SIDE)
 
 
-def features(model: nn.Module, x: Tensor) -> Tensor:
-    """(3, H, W) -> the probe's input: the four input priors of ``model`` and the histograms, one flat vector."""
+def features(model: nn.Module, head: ToneCurve, x: Tensor) -> Tensor:
+    """(3, H, W) -> the head's input: the four input priors of ``model`` and the histograms, one flat vector."""
     small = resize_max(x, FEATURE_SIDE)
     with torch.inference_mode():
         priors = model.extract_priors(small[None].to(model.device, model.dtype))
-    return torch.cat([*(v[0].float().cpu() for v in priors.vectors), histograms(small)])
+        return head.features(priors.vectors, small[None].to(model.device))[0].cpu()
 
 
-def apply_curve(x: Tensor, knots: Tensor) -> Tensor:
-    """(B, 3, H, W) through per-channel piecewise-linear curves ``knots`` (B, 3, KNOTS + 1), the outputs at the
-    inputs 0, 1/KNOTS, ..., 1."""
-    b, c = x.shape[:2]
-    pos = x.clamp(0, 1).flatten(2) * KNOTS
-    i = pos.floor().clamp(max=KNOTS - 1)
-    frac = pos - i
-    lo = knots.gather(2, i.long())
-    hi = knots.gather(2, i.long() + 1)
-    return (lo + (hi - lo) * frac).view_as(x)
+class Probe(nn.Module):
+    """The core's :class:`ToneCurve` head, with the probe's ``white`` variant: each curve scaled to end at 1
+    (white stays white, and a clipped channel stays clipped)."""
 
-
-class CurveHead(nn.Module):
-    """Features -> monotone per-channel curves from 0: increments through a softplus, summed. Starts as the
-    identity curve (the last layer zero, its bias at softplus^-1(1)). ``white = True`` scales each curve to end
-    at 1: white stays white, and a clipped channel stays clipped (no grey or tinted veil over blown regions)."""
-
-    def __init__(self, n_features: int, hidden: int = 256, *, white: bool = False) -> None:
+    def __init__(self, config: ToneConfig, *, white: bool = False) -> None:
         super().__init__()
-        self.white = white
-        self.register_buffer("mean", torch.zeros(n_features))
-        self.register_buffer("std", torch.ones(n_features))
-        self.net = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(), nn.Dropout(0.1),
-                                 nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 3 * KNOTS))
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.constant_(self.net[-1].bias, math.log(math.e - 1.0))
+        self.head, self.white = ToneCurve(config), white
 
     def forward(self, f: Tensor) -> Tensor:
-        steps = F.softplus(self.net((f - self.mean) / self.std)).view(-1, 3, KNOTS)
-        steps = steps / steps.sum(2, keepdim=True) if self.white else steps / KNOTS
-        return torch.cat([steps.new_zeros(steps.shape[0], 3, 1), steps.cumsum(2)], 2)
+        curves = self.head.curves(f)
+        return curves / curves[:, :, -1:] if self.white else curves
 
 
 # ------------------------------------------------------------------------------------------ training data
-def training_samples(model: nn.Module, data_root: Path, *, config: Path = DEFAULT_CONFIG,
+def training_samples(model: nn.Module, head: ToneCurve, data_root: Path, *, config: Path = DEFAULT_CONFIG,
                      fused_cache: str | Path | None = None, renders: int = 3, seed: int = 0,
                      limit: int | None = None) -> list[tuple[Tensor, Tensor, Tensor]]:
     """(features, input, target) at LOSS_SIDE for the training stacks (every frame toward the half-and-half
@@ -136,7 +119,7 @@ def training_samples(model: nn.Module, data_root: Path, *, config: Path = DEFAUL
 
     def add(x: Tensor, y: Tensor) -> None:
         x, y = resize_max(x, FEATURE_SIDE), resize_max(y, FEATURE_SIDE)
-        out.append((features(model, x), resize_max(x, LOSS_SIDE), resize_max(y, LOSS_SIDE)))
+        out.append((features(model, head, x), resize_max(x, LOSS_SIDE), resize_max(y, LOSS_SIDE)))
 
     stacks = StackDataset(data_root / "stacks", exclude=data["val_scenes"], pairs="all", target="fused",
                           fusion_alpha=0.5, fused_cache=fused_cache, identity=True)
@@ -160,14 +143,16 @@ def training_samples(model: nn.Module, data_root: Path, *, config: Path = DEFAUL
     return out
 
 
-def fit(samples: Sequence[tuple[Tensor, Tensor, Tensor]], *, steps: int = 4000, batch: int = 64, lr: float = 1e-3,
-        seed: int = 0, white: bool = False) -> CurveHead:
-    """The head fitted by L1 between the curved inputs and the targets (samples padded to one size per batch)."""
+def fit(samples: Sequence[tuple[Tensor, Tensor, Tensor]], config: ToneConfig, *, steps: int = 4000,
+        batch: int = 64, lr: float = 1e-3, seed: int = 0, white: bool = False,
+        guard: tuple[float, float] | None = None) -> Probe:
+    """The head fitted by L1 between the curved inputs (through ``guard``, :func:`apply_curves`) and the targets
+    (samples padded to one size per batch)."""
     torch.manual_seed(seed)
     feats = torch.stack([s[0] for s in samples])
-    head = CurveHead(feats.shape[1], white=white)
-    head.mean.copy_(feats.mean(0))
-    head.std.copy_(feats.std(0).clamp(min=1e-4))
+    head = Probe(config, white=white)
+    head.head.feature_mean.copy_(feats.mean(0))
+    head.head.feature_std.copy_(feats.std(0).clamp(min=1e-4))
     side = LOSS_SIDE
     xs = torch.zeros(len(samples), 3, side, side)
     ys = torch.zeros_like(xs)
@@ -181,7 +166,7 @@ def fit(samples: Sequence[tuple[Tensor, Tensor, Tensor]], *, steps: int = 4000, 
     head.train()
     for step in range(steps):
         idx = torch.randint(len(samples), (batch,), generator=g)
-        out = apply_curve(xs[idx], head(feats[idx]))
+        out = apply_curves(xs[idx], head(feats[idx]), guard)
         loss = ((out - ys[idx]).abs() * mask[idx]).sum() / (3 * mask[idx].sum())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -192,12 +177,29 @@ def fit(samples: Sequence[tuple[Tensor, Tensor, Tensor]], *, steps: int = 4000, 
     return head.eval()
 
 
-def probe_method(model: nn.Module, head: CurveHead):
+def probe_method(model: nn.Module, head: Probe, guard: tuple[float, float] | None):
     """The fitted probe as a held-out Method: (3, H, W) -> (3, H, W)."""
     def run(x: Tensor) -> Tensor:
         with torch.inference_mode():
-            return apply_curve(x[None], head(features(model, x)[None]))[0]
+            return apply_curves(x[None], head(features(model, head.head, x)[None]), guard)[0]
     return run
+
+
+def export(model: nn.Module, head: ToneCurve, path: str | Path, *, guard: tuple[float, float] | None) -> Path:
+    """``model`` with the fitted head as its tone path (``tone.knots = 16``), written as a RestoreX checkpoint:
+    the start of a training run that fine-tunes the Restormer behind it (train.init_all, train.freeze)."""
+    from restorex_core import RestoreX, save_checkpoint
+
+    tone = {"knots": KNOTS, "prior_dim": head.config.prior_dim, "num_priors": head.config.num_priors,
+            "feature_side": FEATURE_SIDE}
+    if guard is not None:
+        tone["guard"] = guard
+    full = RestoreX(model.config.replace(tone=tone), clip=None if model.config.clip.trainable else model.clip)
+    missing, unexpected = full.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(("tone.", "clip.")) for k in missing), (missing, unexpected)
+    full.tone.load_state_dict(head.state_dict())
+    return save_checkpoint(full.eval(), path, metadata={"trainer": "training.curve_probe"},
+                           dtype=next(model.parameters()).dtype)
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -217,21 +219,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--limit", type=int, help="at most N training stack pairs and photos, N held-out items per "
                                              "subset (smoke runs)")
     p.add_argument("--steps", type=int, default=4000, help="Adam steps of the fit (default 4000)")
-    p.add_argument("--white", action="store_true", help="curves that end at 1: white stays white (CurveHead)")
+    p.add_argument("--white", action="store_true", help="curves that end at 1: white stays white (Probe)")
+    p.add_argument("--no-guard", action="store_true",
+                   help="free channel curves everywhere: no clipped-region guard (tone.apply_curves)")
+    p.add_argument("--export", metavar="FILE", help="also write the weights with the fitted head as their tone path "
+                                                     "(a RestoreX checkpoint; not with --white)")
     p.add_argument("--strip", nargs=2, metavar=("IMAGE", "PNG"), action="append", default=[],
                    help="also write a strip of IMAGE (input | the weights | probe | auto-gamma) to PNG (repeatable)")
     p.add_argument("--no-score", action="store_true", help="fit, then only the strips")
     p.add_argument("--out", default="out/curve_probe")
     args = p.parse_args(argv)
+    if args.export and args.white:
+        p.error("--export writes the core's tone path, whose curves are free at the top: drop --white")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from restorex_core import load_checkpoint
 
     cache = args.fused_cache or os.environ.get("RESTOREX_FUSED_CACHE") or None
     model = load_checkpoint(args.weights).eval()
     root = Path(args.data)
-    samples = training_samples(model, root, config=Path(args.config), fused_cache=cache, limit=args.limit)
-    head = fit(samples, steps=args.steps, white=args.white)
-    methods = {args.label: probe_method(model, head), **baseline_methods()}
+    config = tone_config(model)
+    guard = None if args.no_guard else config.guard
+    samples = training_samples(model, ToneCurve(config), root, config=Path(args.config), fused_cache=cache,
+                               limit=args.limit)
+    head = fit(samples, config, steps=args.steps, white=args.white, guard=guard)
+    if args.export:
+        print(f"wrote {export(model, head.head, args.export, guard=guard)}")
+    methods = {args.label: probe_method(model, head, guard), **baseline_methods()}
     shown = {Path(args.weights).stem: model_method(model), args.label: methods[args.label],
              AUTO_GAMMA: methods[AUTO_GAMMA]}
     for image, png in args.strip:

@@ -30,6 +30,7 @@ from torch.func import functional_call
 from restorex_core import Priors, RestoreX
 from restorex_core.arch.clip_vit import ClipVision
 from restorex_core.arch.pem import pool_tokens
+from restorex_core.arch.tone import apply_curves
 from restorex_core.images import srgb_to_lab
 
 from .baselines import LUMA
@@ -248,7 +249,7 @@ class Objective(nn.Module):
         m, w = self.model, self.weights
         use_priors = m.config.restormer.prior_dim > 0
         terms: dict[str, Tensor] = {}
-        vectors = None
+        vectors, toned = None, lq
         if use_priors and self.stage == 1:
             vectors = list(m.extract_priors(gt, source="reference").vectors)
         elif use_priors:
@@ -262,8 +263,10 @@ class Objective(nn.Module):
                 enhanced = m.enhance_priors(priors, target=teacher)
             terms["prior"] = prior_loss(enhanced, teacher)
             vectors = list(enhanced.vectors)
+            if m.tone is not None:  # the global tone path: the Restormer works on the curved input
+                toned = apply_curves(lq, m.tone(list(priors.vectors), lq), m.config.tone.guard)
         if not (diffusion_only and self.stage == 2 and use_priors):
-            out = m.restormer(lq.to(m.dtype), vectors)  # (B, 3, H, W), unclamped
+            out = m.restormer(toned.to(m.dtype), vectors)  # (B, 3, H, W), unclamped
             if w.keep_blown:  # the image terms only: the teacher's priors still read the real target
                 gt = blown_target(gt, lq)
             terms["l1"] = l1_loss(out, gt)

@@ -97,7 +97,7 @@ def build_model(cfg: TrainConfig, *, fresh: bool = True) -> tuple[RestoreX, tupl
                              "runs/lcdp_stage1/restorex.safetensors)")
         path = expand(cfg.train.init_from)
         theirs, mine = RestoreXConfig.from_dict(json.loads(read_header(path)["config"])).to_dict(), mcfg.to_dict()
-        diff = [f"{s}.{k}" for s in ("clip", "pem", "restormer") for k in mine[s]
+        diff = [f"{s}.{k}" for s in ("clip", "pem", "restormer", "tone") for k in mine[s]
                 if theirs[s][k] != mine[s][k] and k not in ("checkpointing", "trainable")]
         if diff:
             raise ValueError(f"{path} was trained with a different model ({', '.join(diff)} differ): give stage 2 "
@@ -113,10 +113,14 @@ def build_model(cfg: TrainConfig, *, fresh: bool = True) -> tuple[RestoreX, tupl
             raise ValueError(f"{path} does not hold the {wanted} weights this model needs ({bad[:4] or 'clip'})")
         if not cfg.train.init_all:
             model.pem_input.load_state_dict(model.pem_reference.state_dict())
+    if mcfg.tone.enabled and (stage == 1 or mcfg.restormer.prior_dim == 0):
+        raise ValueError("the tone path reads the input priors, which stage 1 and a prior-free Restormer do not "
+                         "have: fit it with python -m training.curve_probe --export, then train stage 2 behind it")
     if mcfg.restormer.prior_dim == 0:
         trained: tuple[str, ...] = ("restormer",)
     else:
         trained = TRAINED[stage] + (("clip",) if stage == 1 and mcfg.clip.trainable else ())
+        trained += ("tone",) if mcfg.tone.enabled else ()
     trained = tuple(name for name in trained if name not in cfg.train.freeze)
     if not trained:
         raise ValueError(f"train.freeze = {list(cfg.train.freeze)} leaves nothing to train in stage {stage}")

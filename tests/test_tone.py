@@ -1,0 +1,177 @@
+"""The global tone path (restorex_core/arch/tone.py): its curves, its clipped-region guard, the model around it,
+its checkpoints, and its training behind a frozen curve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import restorex_core.model as model_module
+from restorex_core import RestoreX, RestoreXConfig, load_checkpoint, save_checkpoint
+from restorex_core.arch.tone import ToneConfig, ToneCurve, apply_curves, histograms, identity_curves
+
+KNOTS = 8
+
+
+def tone_model(seed: int = 0) -> RestoreX:
+    torch.manual_seed(seed)
+    return RestoreX(RestoreXConfig.tiny().replace(tone={"knots": KNOTS, "prior_dim": 16, "hidden": 32})).eval()
+
+
+def random_head(model: RestoreX, scale: float = 1.0) -> None:
+    """Give the tone head weights that pick a different curve per image and channel."""
+    with torch.no_grad():
+        torch.nn.init.normal_(model.tone.net[-1].weight, std=scale)
+
+
+def test_curves_are_piecewise_linear_between_their_knots():
+    x = torch.rand(2, 3, 8, 9, generator=torch.Generator().manual_seed(0)) * 0.85  # below the guard
+    identity = identity_curves(2, KNOTS)
+    torch.testing.assert_close(apply_curves(x, identity), x)
+    squared = identity**2  # x^2 sampled at the knots: exact at the knots, linear between them
+    at = torch.tensor([1 / KNOTS, 3 / KNOTS, 2.5 / KNOTS]).view(1, 1, 3, 1).expand(1, 3, 3, 1)
+    out = apply_curves(at, squared[:1])
+    want = torch.tensor([1 / KNOTS**2, 9 / KNOTS**2, (4 + 9) / 2 / KNOTS**2])
+    torch.testing.assert_close(out[0, 0, :, 0], want)
+
+
+def test_the_guard_gives_clipped_pixels_one_curve_for_all_channels():
+    curves = identity_curves(1, KNOTS)
+    curves = curves * torch.tensor([1.0, 0.8, 0.6]).view(1, 3, 1)  # free curves that would tint white
+    white = torch.ones(1, 3, 1, 1)
+    half_clipped = torch.tensor([1.0, 0.7, 0.4]).view(1, 3, 1, 1)  # a blown sky: red clipped, blue not
+    mid = torch.full((1, 3, 1, 1), 0.5)
+    out = apply_curves(torch.cat([white, half_clipped, mid], dim=3), curves)
+    torch.testing.assert_close(out[0, :, 0, 0], torch.full((3,), 0.8))  # white stays neutral (the mean curve)
+    torch.testing.assert_close(out[0, :, 0, 1], torch.tensor([1.0, 0.7, 0.4]) * 0.8)  # one curve: hue kept
+    torch.testing.assert_close(out[0, :, 0, 2], torch.tensor([0.5, 0.4, 0.3]))  # below the guard: own curves
+    free = apply_curves(white, curves, None)
+    torch.testing.assert_close(free[0, :, 0, 0], torch.tensor([1.0, 0.8, 0.6]))  # no guard: the cast
+    # monotone and continuous in between: no band, no jump where the guard starts (levels 1/400 apart; the
+    # steepest the blend from 0.6x to 0.8x can get is about 3.8x, under 0.01 a level)
+    levels = torch.linspace(0.85, 1.0, 61).view(1, 1, 1, -1).expand(1, 3, 1, -1)
+    steps = apply_curves(levels, curves)[0, 2, 0].diff()
+    assert (steps > 0).all() and steps.max() < 0.01
+
+
+def test_an_untrained_head_is_the_identity_and_any_head_is_monotone_from_zero():
+    config = ToneConfig(knots=KNOTS, prior_dim=16, num_priors=4, hidden=32)
+    head = ToneCurve(config).eval()
+    images = torch.rand(3, 3, 20, 30)
+    vectors = [torch.randn(3, 16) for _ in range(4)]
+    assert head.features(vectors, images).shape == (3, config.feature_dim)
+    torch.testing.assert_close(head(vectors, images), identity_curves(3, KNOTS))
+    torch.nn.init.normal_(head.net[-1].weight)
+    curves = head(vectors, images)
+    assert (curves[..., 0] == 0).all() and (curves.diff(dim=2) > 0).all()
+    assert not torch.allclose(curves[0], curves[1])
+    with pytest.raises(ValueError, match="knots > 0"):
+        ToneCurve(ToneConfig())
+    with pytest.raises(ValueError, match="guard"):
+        ToneConfig(knots=4, guard=(1.0, 0.9))
+
+
+def test_histograms_read_the_same_photo_alike_at_every_size():
+    g = torch.Generator().manual_seed(2)
+    photo = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 8, generator=g), size=(600, 800), mode="bicubic")
+    photo = photo.clamp(0, 1)
+    small = torch.nn.functional.interpolate(photo, size=(150, 200), mode="bilinear", antialias=True)
+    a, b = histograms(photo, 32, 256), histograms(small, 32, 256)
+    assert a.shape == (1, 96) and abs(float(a.pow(2).sum()) - 3.0) < 1e-4  # square roots of 3 distributions
+    assert float((a - b).abs().max()) < 0.05
+
+
+def test_the_model_applies_the_curve_before_the_restormer_everywhere():
+    model = tone_model()
+    random_head(model)
+    with torch.no_grad():  # the Restormer's residual set to zero: what comes out is the curved input
+        model.restormer.output.weight.zero_()
+        if model.restormer.output.bias is not None:
+            model.restormer.output.bias.zero_()
+    x = torch.rand(2, 3, 40, 56, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        curves = model.tone_curves(x)
+        assert curves.shape == (2, 3, KNOTS + 1) and not torch.allclose(curves, identity_curves(2, KNOTS))
+        want = apply_curves(x, curves, model.config.tone.guard).clamp(0, 1)
+        torch.testing.assert_close(model.correct(x), want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(model.correct(x, tile=32, overlap=8), want, atol=1e-5, rtol=0)
+        enhanced = model.enhance_priors(model.extract_priors(x), seed=0)
+        torch.testing.assert_close(model.restore(x, enhanced), want, atol=1e-5, rtol=0)  # node graph = correct()
+        alpha = torch.cat([x, torch.rand(2, 1, 40, 56)], dim=1)  # an alpha channel passes untouched
+        out = model.correct(alpha)
+        torch.testing.assert_close(out[:, 3], alpha[:, 3])
+        with pytest.raises(ValueError, match="raw input priors"):
+            model.tone_curves(x, enhanced)
+
+
+def test_the_curve_runs_in_bands_without_changing_a_pixel(monkeypatch):
+    model = tone_model()
+    random_head(model)
+    x = torch.rand(1, 3, 50, 64, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        curves = model.tone_curves(x)
+        whole = model._toned(x, curves)
+        monkeypatch.setattr(model_module, "TONE_BAND", 64 * 7)  # 7 rows a band, the last one short
+        torch.testing.assert_close(model._toned(x, curves), whole, atol=0, rtol=0)
+
+
+def test_a_tone_model_round_trips_and_a_paper_model_has_no_tone_weights(tmp_path: Path):
+    model = tone_model()
+    random_head(model)
+    path = save_checkpoint(model, tmp_path / "tone.safetensors")
+    back = load_checkpoint(path)
+    assert back.config == model.config and back.config.tone.knots == KNOTS
+    x = torch.rand(1, 3, 32, 40)
+    with torch.inference_mode():
+        torch.testing.assert_close(back.correct(x), model.correct(x))
+    plain = RestoreX(RestoreXConfig.tiny())
+    assert plain.tone is None and plain.tone_curves(x) is None
+    assert not any(k.startswith("tone.") for k in plain.state_dict())
+    with pytest.raises(ValueError, match="tone reads"):
+        RestoreXConfig.tiny().replace(tone={"knots": 4})  # priors of D=256 from a D=16 PEM
+
+
+def test_training_behind_a_frozen_curve_moves_only_the_restormer(tmp_path: Path):
+    from tests.test_train import tiny_config
+    from training.train import build_model, train
+
+    finished = tone_model()
+    random_head(finished, 0.3)
+    init = save_checkpoint(finished, tmp_path / "v5_init.safetensors")
+    tone = ('--model.tone={knots = 8, prior_dim = 16, hidden = 32}',)
+    cfg = tiny_config(tmp_path, stage=2, init=init.as_posix(), steps=3,
+                      overrides=("--train.init_all=true", '--train.freeze=["pem_input", "ffedm", "tone"]', *tone))
+    model, trained = build_model(cfg)
+    assert trained == ("restormer",)
+    train(cfg)
+    done = load_checkpoint(tmp_path / "run" / "restorex.safetensors")
+    for part in ("tone", "pem_input", "restormer"):
+        same = all(torch.equal(p, finished.state_dict()[f"{part}.{k}"])
+                   for k, p in getattr(done, part).state_dict().items())
+        assert same == (part != "restormer"), part
+    _, trained = build_model(tiny_config(tmp_path, stage=2, init=init.as_posix(), name="joint",
+                                         overrides=("--train.init_all=true", *tone)))
+    assert "tone" in trained  # unfrozen, stage 2 trains the curve too
+    with pytest.raises(ValueError, match="tone path reads the input priors"):
+        build_model(tiny_config(tmp_path, stage=1, name="s1", overrides=tone))
+
+
+def test_a_clip_smooths_the_curves_over_time_like_the_priors():
+    from restorex_core.sequence import correct_sequence, plan_sequence, smooth_over_time
+
+    model = tone_model()
+    random_head(model)
+    g = torch.Generator().manual_seed(5)
+    scene = torch.nn.functional.interpolate(torch.rand(1, 3, 4, 5, generator=g), size=(32, 40), mode="bicubic")
+    frames = scene.clamp(0, 1) * torch.tensor([0.4, 0.5, 0.6, 0.7]).view(4, 1, 1, 1)  # one shot, brightening
+    with torch.inference_mode():
+        own = torch.cat([model.tone_curves(f[None]) for f in frames])
+        one = plan_sequence(model, frames, window=1)
+        torch.testing.assert_close(one.curves, own)  # window 1: each frame's own curve, as correct() picks it
+        torch.testing.assert_close(correct_sequence(model, frames, window=1), model.correct(frames))
+        plan = plan_sequence(model, frames, window=3, hold=1, cut_ev=None)
+        assert not plan.breaks[1:].any()
+        torch.testing.assert_close(plan.curves, smooth_over_time(own, 3))
+        assert (plan.curves.diff(dim=2) > 0).all() and (plan.curves[..., 0] == 0).all()
