@@ -45,8 +45,14 @@ def test_the_guard_gives_clipped_pixels_one_curve_for_all_channels():
     mid = torch.full((1, 3, 1, 1), 0.5)
     out = apply_curves(torch.cat([white, half_clipped, mid], dim=3), curves)
     torch.testing.assert_close(out[0, :, 0, 0], torch.full((3,), 0.8))  # white stays neutral (the mean curve)
-    torch.testing.assert_close(out[0, :, 0, 1], torch.tensor([1.0, 0.7, 0.4]) * 0.8)  # one curve: hue kept
+    torch.testing.assert_close(out[0, :, 0, 1], torch.tensor([1.0, 0.7, 0.4]) * 0.8)  # one gain: hue kept
     torch.testing.assert_close(out[0, :, 0, 2], torch.tensor([0.5, 0.4, 0.3]))  # below the guard: own curves
+    # a curve steep near white (as fitted to over-exposed photos) would turn a pale near-white pink into a strong
+    # one, channel by channel; the guard scales the pixel as a whole and keeps its pale pink
+    steep = identity_curves(1, KNOTS) ** 4
+    pale = torch.tensor([1.0, 0.95, 0.9]).view(1, 3, 1, 1)
+    torch.testing.assert_close(apply_curves(pale, steep)[0, :, 0, 0], torch.tensor([1.0, 0.95, 0.9]))
+    assert float(apply_curves(pale, steep, None)[0, 2, 0, 0]) < 0.7  # free curves: 0.9 -> about 0.66
     free = apply_curves(white, curves, None)
     torch.testing.assert_close(free[0, :, 0, 0], torch.tensor([1.0, 0.8, 0.6]))  # no guard: the cast
     # monotone and continuous in between: no band, no jump where the guard starts (levels 1/400 apart; the
@@ -175,3 +181,13 @@ def test_a_clip_smooths_the_curves_over_time_like_the_priors():
         assert not plan.breaks[1:].any()
         torch.testing.assert_close(plan.curves, smooth_over_time(own, 3))
         assert (plan.curves.diff(dim=2) > 0).all() and (plan.curves[..., 0] == 0).all()
+
+
+def test_a_tone_model_runs_in_bf16_within_2_of_255_of_fp32():
+    model = tone_model()
+    random_head(model)
+    x = torch.rand(2, 3, 40, 48, generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        full = model.correct(x)
+        half = model.to(torch.bfloat16).correct(x)  # the curve itself is looked up in fp32
+    assert half.dtype == torch.float32 and float((full - half).abs().max()) * 255 < 2.0

@@ -17,8 +17,8 @@ over [-4, +3] through the camera model (a quarter of them as they are). Then it 
 like any weights (subsets, EV sweep, the issue's target checks, ``--compare``).
 
 The head is the core's tone path (``restorex_core.arch.tone.ToneCurve``), applied through its clipped-region guard
-(a pixel whose brightest channel nears 1 takes the three curves' common curve: ``--no-guard`` for free channel
-curves everywhere, as the first probe ran). Nothing in it is tuned on the held-out data (its settings are fixed
+(a pixel whose brightest channel nears 1 is scaled by one gain for all its channels: ``--no-guard`` for free
+channel curves everywhere, as the first probe ran). Nothing in it is tuned on the held-out data (its settings are fixed
 below), and its output is the input under a curve, so it restores nothing local. ``--export FILE`` writes the
 weights with the fitted head as their tone path: part 1 of the v6 recipe
 (``training/configs/experiments/default_v6.toml``), which then trains the Restormer behind the frozen curve.

@@ -28,7 +28,7 @@ class ToneConfig:
     prior_dim: int = 256  # D of the priors read (pem.dim)
     num_priors: int = 4  # priors read (one per CLIP tap)
     feature_side: int = 256  # histograms are read at this long side: the same for a 512 px and an 8K photo
-    guard: tuple[float, float] = (0.9, 1.0)  # from/to which brightest channel a pixel takes the common curve
+    guard: tuple[float, float] = (0.9, 1.0)  # from/to which brightest channel a pixel takes one gain (apply_curves)
 
     def __post_init__(self) -> None:
         if self.knots < 0 or self.bins < 2 or self.feature_side < 8:
@@ -60,39 +60,43 @@ def histograms(images: Tensor, bins: int, side: int) -> Tensor:
     return (counts / idx.shape[2]).sqrt().flatten(1)
 
 
+def _lookup(curves: Tensor, x: Tensor) -> Tensor:
+    """Piecewise-linear ``curves`` (B, C, K + 1) at ``x`` (B, C, N) in [0, 1] -> (B, C, N)."""
+    k = curves.shape[2] - 1
+    pos = x * k
+    i = pos.floor().clamp(max=k - 1)
+    frac = pos - i
+    i = i.long()
+    lo, hi = curves.gather(2, i), curves.gather(2, i + 1)
+    return lo + (hi - lo) * frac
+
+
 def apply_curves(images: Tensor, curves: Tensor, guard: tuple[float, float] | None = (0.9, 1.0)) -> Tensor:
     """(B, 3, H, W) through per-channel piecewise-linear ``curves`` (B, 3, K + 1), their outputs at 0, 1/K, ..., 1.
 
-    The clipped-region guard: a pixel whose brightest channel is at or above ``guard[1]`` takes the three
-    curves' mean curve on every channel, blended in smoothly from ``guard[0]``. Where a channel has clipped, free
-    channel curves would tint what the input shows as white or as a hue it can no longer measure (the curve
-    probe's salmon-red band on a blown sky); one curve for all three keeps it neutral and keeps the channels'
-    order. ``guard = None``: free channel curves everywhere. Computed in fp32 (a 16-bit image keeps its tones);
+    The clipped-region guard: a pixel whose brightest channel m is at or above ``guard[1]`` is scaled as a whole,
+    all channels by the gain the three curves' mean curve gives m (c(m) / m), blended in smoothly from
+    ``guard[0]``. Near clipping the input's channels hold little tone and a curve fitted to an over-exposed
+    photo is steep there; applied per channel, it multiplies the small differences between nearly white
+    channels into a strong tint (a blown pink sky turned salmon-red, an orange band at a clipping edge). One
+    gain per pixel keeps the ratios between its channels, so white stays neutral and a pale hue stays pale.
+    ``guard = None``: free channel curves everywhere. Computed in fp32 (a 16-bit image keeps its tones);
     returns fp32.
     """
     b, c = images.shape[:2]
     if curves.shape[:2] != (b, c) or c != 3:
         raise ValueError(f"curves {tuple(curves.shape)} do not fit images {tuple(images.shape)}: (B, 3, K + 1)")
-    k = curves.shape[2] - 1
-    x = images.float().clamp(0, 1)
-    pos = x.flatten(2) * k  # (B, 3, N)
-    i = pos.floor().clamp(max=k - 1)
-    frac = pos - i
-    i = i.long()
-
-    def lookup(table: Tensor) -> Tensor:  # (B, 3, K + 1) -> (B, 3, N)
-        lo, hi = table.gather(2, i), table.gather(2, i + 1)
-        return lo + (hi - lo) * frac
-
+    x = images.float().clamp(0, 1).flatten(2)  # (B, 3, N)
     curves = curves.float()
-    out = lookup(curves)
+    out = _lookup(curves, x)
     if guard is None:
-        return out.view_as(x)
-    common = lookup(curves.mean(1, keepdim=True).expand_as(curves))
+        return out.view(images.shape)
+    m = x.amax(1, keepdim=True)  # (B, 1, N)
+    gain = _lookup(curves.mean(1, keepdim=True), m) / m.clamp(min=1e-3)
     low, high = guard
-    t = ((x.amax(1, keepdim=True).flatten(2) - low) / (high - low)).clamp(0, 1)
+    t = ((m - low) / (high - low)).clamp(0, 1)
     t = t * t * (3 - 2 * t)  # smoothstep: no edge where the guard starts
-    return (out + (common - out) * t).view_as(x)
+    return (out + (x * gain - out) * t).view(images.shape)
 
 
 def identity_curves(batch: int, knots: int, *, device: torch.device | None = None) -> Tensor:
