@@ -160,6 +160,17 @@ def test_training_behind_a_frozen_curve_moves_only_the_restormer(tmp_path: Path)
     _, trained = build_model(tiny_config(tmp_path, stage=2, init=init.as_posix(), name="joint",
                                          overrides=("--train.init_all=true", *tone)))
     assert "tone" in trained  # unfrozen, stage 2 trains the curve too
+    zeroed, _ = build_model(tiny_config(tmp_path, stage=2, init=init.as_posix(), name="zero",
+                                        overrides=("--train.init_all=true", "--train.zero_residual=true", *tone)))
+    x = torch.rand(1, 3, 32, 40, generator=torch.Generator().manual_seed(7))
+    with torch.inference_mode():  # the residual starts at zero: the model is its curve alone
+        zeroed.eval()
+        want = apply_curves(x, zeroed.tone_curves(x), zeroed.config.tone.guard).clamp(0, 1)
+        torch.testing.assert_close(zeroed.correct(x), want, atol=1e-5, rtol=0)
+    plain = save_checkpoint(RestoreX(RestoreXConfig.tiny()), tmp_path / "plain.safetensors")
+    with pytest.raises(ValueError, match="zero_residual"):
+        build_model(tiny_config(tmp_path, stage=2, init=plain.as_posix(), name="notone",
+                                overrides=("--train.init_all=true", "--train.zero_residual=true")))
     with pytest.raises(ValueError, match="tone path reads the input priors"):
         build_model(tiny_config(tmp_path, stage=1, name="s1", overrides=tone))
 

@@ -30,6 +30,7 @@ class TrainSection:
     out_dir: str = "runs/restorex"
     init_from: str = ""  # stage 2: the stage-1 export (.safetensors)
     init_all: bool = False  # stage 2: init_from is a finished model; load every weight (fine-tuning it)
+    zero_residual: bool = False  # stage 2: zero the Restormer's output conv after loading (starts as the tone path)
     clip_weights: str = "${RESTOREX_CLIP}"  # frozen CLIP file when clip.trainable = false; "random": untrained
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N (torchrun picks cuda:$LOCAL_RANK)

@@ -113,6 +113,12 @@ def build_model(cfg: TrainConfig, *, fresh: bool = True) -> tuple[RestoreX, tupl
             raise ValueError(f"{path} does not hold the {wanted} weights this model needs ({bad[:4] or 'clip'})")
         if not cfg.train.init_all:
             model.pem_input.load_state_dict(model.pem_reference.state_dict())
+        if cfg.train.zero_residual:  # the residual starts at zero and grows only where the loss asks for local work
+            if not mcfg.tone.enabled:
+                raise ValueError("train.zero_residual starts the model as its tone path alone: the model has none")
+            torch.nn.init.zeros_(model.restormer.output.weight)
+            if model.restormer.output.bias is not None:
+                torch.nn.init.zeros_(model.restormer.output.bias)
     if mcfg.tone.enabled and (stage == 1 or mcfg.restormer.prior_dim == 0):
         raise ValueError("the tone path reads the input priors, which stage 1 and a prior-free Restormer do not "
                          "have: fit it with python -m training.curve_probe --export, then train stage 2 behind it")
