@@ -72,8 +72,7 @@ class FFEDMEnhance:
 
 
 class RestormerInject:
-    """The prior-injected Restormer: corrects the image guided by the priors (tiled, out-of-memory safe). Weights
-    with a global tone path first apply the tone curve they read off the image itself."""
+    """The prior-injected Restormer: corrects the image guided by the priors (tiled, out-of-memory safe)."""
 
     @classmethod
     def INPUT_TYPES(cls):
