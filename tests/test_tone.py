@@ -140,7 +140,7 @@ def test_a_tone_model_round_trips_and_a_paper_model_has_no_tone_weights(tmp_path
 
 
 def test_training_behind_a_frozen_curve_moves_only_the_restormer(tmp_path: Path):
-    from tests.test_train import tiny_config
+    from tests.test_train import part_unchanged, tiny_config
     from training.train import build_model, train
 
     finished = tone_model()
@@ -154,9 +154,7 @@ def test_training_behind_a_frozen_curve_moves_only_the_restormer(tmp_path: Path)
     train(cfg)
     done = load_checkpoint(tmp_path / "run" / "restorex.safetensors")
     for part in ("tone", "pem_input", "restormer"):
-        same = all(torch.equal(p, finished.state_dict()[f"{part}.{k}"])
-                   for k, p in getattr(done, part).state_dict().items())
-        assert same == (part != "restormer"), part
+        assert part_unchanged(done, finished, part) == (part != "restormer"), part
     _, trained = build_model(tiny_config(tmp_path, stage=2, init=init.as_posix(), name="joint",
                                          overrides=("--train.init_all=true", *tone)))
     assert "tone" in trained  # unfrozen, stage 2 trains the curve too

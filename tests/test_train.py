@@ -63,6 +63,12 @@ def tiny_config(tmp_path: Path, *, stage: int = 1, steps: int = 4, kind: str = "
     return load_config(path, list(overrides))
 
 
+def part_unchanged(done: RestoreX, start: RestoreX, part: str) -> bool:
+    """Whether submodule ``part`` of ``done`` holds exactly the weights it had in ``start``."""
+    before = start.state_dict()
+    return all(torch.equal(p, before[f"{part}.{k}"]) for k, p in getattr(done, part).state_dict().items())
+
+
 def write_pairs(root: Path, n: int = 6) -> Path:
     """Generated well-exposed photos (gt/) and darkened or brightened copies (input/) as PNGs, in the
     generic paired layout: n training pairs under train/, two validation pairs under valid/."""
@@ -203,9 +209,7 @@ def test_freeze_holds_the_prior_path_while_the_restormer_learns(tmp_path):
     train(cfg)
     done = load_checkpoint(tmp_path / "run" / "restorex.safetensors")
     for part in ("pem_input", "ffedm", "restormer"):
-        same = all(torch.equal(p, finished.state_dict()[f"{part}.{k}"])
-                   for k, p in getattr(done, part).state_dict().items())
-        assert same == (part != "restormer"), part
+        assert part_unchanged(done, finished, part) == (part != "restormer"), part
     with pytest.raises(ValueError, match="leaves nothing to train"):
         build_model(tiny_config(tmp_path, stage=2, init=init.as_posix(), name="all",
                                 overrides=('--train.freeze=["pem_input", "ffedm", "restormer"]',)))
