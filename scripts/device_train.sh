@@ -8,9 +8,11 @@
 #   device run: command "bash scripts/device_train.sh", carry [".pack", ".whl"], timeout_s 600
 #
 # It fits the prior path (PRIOR_CONFIG, default training/configs/experiments/gpu_stage5.toml; PRIOR_CONFIG= skips
-# it), then fine-tunes the whole method jointly for train.max_minutes (TRAIN_CONFIG, default gpu_stage6.toml) from
-# the bundled weights, and leaves the export and the logs in $OUT (runs/device_out when run here).  Issue 22's recipe
+# it), then fine-tunes the whole method jointly for train.max_minutes (TRAIN_CONFIG, default gpu_stage6.toml; several
+# configs, space-separated, train side by side on the one GPU) from the bundled weights, and leaves each export and
+# its logs in $OUT as <config name>.safetensors / .log / .csv (runs/device_out when run here).  Issue 22's recipe
 # at GPU scale (v4e, v4f): PRIOR_CONFIG= TRAIN_CONFIG=training/configs/experiments/gpu_v4.toml bash scripts/device_train.sh
+# Behind a fitted tone curve (v7, v7m: TONE_HEAD, below): the command at the top of gpu_v7.toml.
 # Smoke test on a CPU (a minute or two, tiny settings):
 #
 #   PYTHON=.venv/bin/python PRIOR_ARGS="--train.device=cpu --train.cache_items=64 --train.max_steps=20 \
@@ -43,6 +45,12 @@ if [ ! -d "$RESTOREX_DATA/stacks" ]; then
     exit 2
 fi
 
+# A tone head fitted here (training.curve_probe --export, then python -m training.tone_head split: the whole export
+# would not fit the carried tree) joins the bundled weights there: the init of the configs that read RESTOREX_TONE_INIT.
+if [ -n "${TONE_HEAD:-}" ]; then
+    export RESTOREX_TONE_INIT=${RESTOREX_TONE_INIT:-${TMPDIR:-/tmp}/restorex_tone_init.safetensors}
+    "$PYTHON" -m training.tone_head join "$RESTOREX_V3" "$TONE_HEAD" "$RESTOREX_TONE_INIT"
+fi
 "$PYTHON" - <<'PY' | tee "$OUT/machine.txt"
 import os, torch
 gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
@@ -50,15 +58,33 @@ print(f"torch {torch.__version__}, GPU: {gpu}, CPU cores: {os.cpu_count()}")
 PY
 # The run's out_dir, read from its config (every key inherited and ${VAR} expanded as training does).
 run_dir() { "$PYTHON" -c "import sys; from training.config import load_config; print(load_config(sys.argv[1]).train.out_dir)" "$1"; }
-TRAIN_RUN=$(run_dir "$TRAIN_CONFIG")
 start=$SECONDS
+# The fused stack targets, made once for every run, one scene per core (else each run's loader makes them).
+"$PYTHON" -m training.fusion --stacks "$RESTOREX_DATA/stacks" --jobs "$(nproc)" | tee -a "$OUT/machine.txt"
+echo "fused targets: $((SECONDS - start)) s" | tee -a "$OUT/machine.txt"
 if [ -n "$PRIOR_CONFIG" ]; then
     "$PYTHON" -m training.prior_fit --config "$PRIOR_CONFIG" ${PRIOR_ARGS:-} 2>&1 | tee "$OUT/prior_fit.log"
     echo "prior fit: $((SECONDS - start)) s" | tee -a "$OUT/machine.txt"
     cp "$(run_dir "$PRIOR_CONFIG")/log.csv" "$OUT/prior_fit_log.csv"
 fi
-"$PYTHON" -m training.train --config "$TRAIN_CONFIG" ${TRAIN_ARGS:-} 2>&1 | tee "$OUT/train.log"
+# One fine-tune, or several configs (space-separated) side by side on the same GPU: a small model leaves it idle
+# most of a step, so two runs cost little more wall-clock time than one. Each writes $OUT/<config name>.*.
+pids=()
+for config in $TRAIN_CONFIG; do
+    name=$(basename "$config" .toml)
+    "$PYTHON" -m training.train --config "$config" ${TRAIN_ARGS:-} > "$OUT/$name.log" 2>&1 &
+    pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 echo "${PRIOR_CONFIG:+prior fit + }fine-tune: $((SECONDS - start)) s" | tee -a "$OUT/machine.txt"
-cp "$TRAIN_RUN/restorex-default.safetensors" "$OUT/"
-cp "$TRAIN_RUN/log.csv" "$OUT/train_log.csv"
-echo "wrote $OUT/restorex-default.safetensors; score it here with training.evaluate --suite heldout"
+for config in $TRAIN_CONFIG; do
+    name=$(basename "$config" .toml) run=$(run_dir "$config")
+    tail -n 3 "$OUT/$name.log"
+    cp "$run/log.csv" "$OUT/$name.csv" 2>/dev/null || true
+    if [ -f "$run/restorex-default.safetensors" ]; then
+        cp "$run/restorex-default.safetensors" "$OUT/$name.safetensors"
+        echo "wrote $OUT/$name.safetensors; score it here with training.evaluate --suite heldout"
+    fi
+done
+exit $status

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from training.datasets import load_image
 from training.fusion import (
     FUSION_VERSION,
     blend_with_rule,
@@ -121,6 +122,22 @@ def test_fused_targets_are_cached_beside_the_data_and_read_back(tmp_path: Path, 
     stamp = file.stat().st_mtime_ns
     again = fused_target("src/A", paths, cache)
     assert torch.equal(first, again) and file.stat().st_mtime_ns == stamp  # read, not made again
+
+
+def test_the_cli_fuses_every_scene_with_several_processes(tmp_path: Path, capsys):
+    from training.fusion import main
+
+    stacks = tmp_path / "stacks"
+    scenes = {f"src/{n}": _write_stack(stacks, f"src/{n}", _scene() * k, [-3.0, 0.0, 3.0])
+              for n, k in (("A", 1.0), ("B", 0.5), ("C", 2.0))}
+    main(["--stacks", str(stacks), "--jobs", "2"])
+    assert "3 fused targets" in capsys.readouterr().out
+    cache = default_cache(stacks)
+    for sid, paths in scenes.items():  # each the same image a single process makes
+        torch.testing.assert_close(fused_target(sid, paths, cache), mertens_fuse([load_image(p) for p in paths]),
+                                   atol=1 / 65535 + 1e-6, rtol=0)
+    main(["--stacks", str(stacks), "--jobs", "2"])
+    assert "(0 made now)" in capsys.readouterr().out
 
 
 def test_targets_cached_by_an_older_fusion_are_not_read_back(tmp_path: Path):

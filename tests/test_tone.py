@@ -173,6 +173,51 @@ def test_training_behind_a_frozen_curve_moves_only_the_restormer(tmp_path: Path)
         build_model(tiny_config(tmp_path, stage=1, name="s1", overrides=tone))
 
 
+def test_the_residual_mean_term_sees_global_shifts_not_local_work(tmp_path: Path):
+    from tests.test_train import tiny_config
+    from training.losses import residual_mean_loss
+    from training.train import build_model
+
+    g = torch.Generator().manual_seed(8)
+    toned = torch.rand(2, 3, 16, 20, generator=g)
+    local = torch.zeros_like(toned)
+    local[..., :8, :], local[..., 8:, :] = 0.1, -0.1  # lift the top, darken the bottom: the image's mean kept
+    assert residual_mean_loss(toned + local, toned).item() < 1e-6
+    shifted = toned + torch.tensor([0.02, 0.04, 0.06]).view(1, 3, 1, 1)  # a global lift and a cast
+    torch.testing.assert_close(residual_mean_loss(shifted, toned), torch.tensor(0.04))
+    plain = save_checkpoint(RestoreX(RestoreXConfig.tiny()), tmp_path / "plain.safetensors")
+    with pytest.raises(ValueError, match="residual_mean keeps the global tone to the tone path"):
+        build_model(tiny_config(tmp_path, stage=2, init=plain.as_posix(), name="notone",
+                                overrides=("--train.init_all=true", "--loss.residual_mean=1.0")))
+
+
+def test_a_tone_head_travels_alone_and_joins_its_weights_again(tmp_path: Path):
+    """training.tone_head: what device_train.sh's TONE_HEAD carries to a lent GPU and rebuilds there."""
+    from training import tone_head
+
+    model = tone_model()
+    random_head(model, 0.3)
+    full = save_checkpoint(model, tmp_path / "init.safetensors")
+    base = RestoreX(RestoreXConfig.tiny())
+    base.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("tone.")})
+    base_file = save_checkpoint(base, tmp_path / "base.safetensors")
+    head = tone_head.split(full, tmp_path / "head.safetensors")
+    assert head.stat().st_size < full.stat().st_size / 4
+    joined = load_checkpoint(tone_head.join(base_file, head, tmp_path / "joined.safetensors"))
+    assert joined.config == model.config
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(joined.state_dict()[k], v, rtol=0, atol=0)
+    with pytest.raises(SystemExit, match="already has a tone path"):
+        tone_head.join(full, head, tmp_path / "twice.safetensors")
+    other = RestoreXConfig.tiny().replace(pem={"dim": 24}, ffedm={"prior_dim": 24}, restormer={"prior_dim": 24})
+    wrong = save_checkpoint(RestoreX(other), tmp_path / "wrong.safetensors")
+    with pytest.raises(SystemExit, match=r"wrong.safetensors is not the model .*head.safetensors was fitted on \("):
+        tone_head.join(wrong, head, tmp_path / "bad.safetensors")  # and nothing left under the output's name
+    assert not list(tmp_path.glob("*bad*"))
+    with pytest.raises(SystemExit, match="no tone path"):
+        tone_head.split(base_file, tmp_path / "none.safetensors")
+
+
 def test_a_clip_smooths_the_curves_over_time_like_the_priors():
     from restorex_core.sequence import correct_sequence, plan_sequence, smooth_over_time
 

@@ -219,6 +219,12 @@ def check_targets(photos: Sequence[Path], *, alphas: Sequence[float] = (1.0, 0.7
     return {k: (float(np.mean([v[0] for v in vs])), float(np.mean([v[1] for v in vs]))) for k, vs in scores.items()}
 
 
+def _fuse_one(scene_id: str, frames: Sequence[Path], cache: Path) -> None:
+    """One scene's fused target made and cached (a ``--jobs`` worker: one torch thread per process)."""
+    torch.set_num_threads(1)
+    fused_target(scene_id, frames, cache)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m training.fusion --stacks DIR [--cache DIR]``: make (or check) every scene's fused target;
     ``--check PHOTOS...``: :func:`check_targets` on those photo folders, printed as a table."""
@@ -231,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--stacks", help="the stacks folder (e.g. ../shared/data/stacks)")
     p.add_argument("--cache", help=f"where the fused targets go (default: ${CACHE_ENV}, else stacks_fused/ beside "
                                    "--stacks)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="fuse this many scenes at once, one process each (default 1; e.g. the CPU count)")
     p.add_argument("--check", nargs="+", metavar="DIR",
                    help="compare the rule frame, the fusion and their blends on stacks rendered from these "
                         "well-exposed photo folders (held out of training: e.g. photos/kodak24 photos/mcmaster)")
@@ -245,10 +253,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         p.error("give --stacks (make the fused targets) or --check (compare targets)")
     cache = Path(args.cache) if args.cache else default_cache(args.stacks)
     scenes = find_scenes(Path(args.stacks))
-    made = 0
-    for sid, files in scenes.items():
-        made += not cached_path(cache, sid).is_file()
-        fused_target(sid, files, cache)
+    todo = [(sid, files, cache) for sid, files in scenes.items() if not cached_path(cache, sid).is_file()]
+    if args.jobs > 1 and len(todo) > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(min(args.jobs, len(todo))) as pool:
+            pool.starmap(_fuse_one, todo, chunksize=1)
+    else:
+        for job in todo:
+            _fuse_one(*job)
+    made = len(todo)
     print(f"{len(scenes)} fused targets in {cache} ({made} made now)")
 
 

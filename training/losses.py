@@ -212,6 +212,17 @@ def eps_loss(model: RestoreX, priors: Priors, teacher: Priors) -> Tensor:
     return F.mse_loss(model.ffedm(x_t, t.to(x0.device), cond), noise)
 
 
+def residual_mean_loss(out: Tensor, toned: Tensor) -> Tensor:
+    """Mean |per-image, per-channel mean of the Restormer's residual| (``out - toned``; not in the paper).
+
+    Behind the global tone path (``restorex_core.arch.tone``) the curve sets each image's tone and the Restormer's
+    residual is meant for local work: lifting a shadow here, darkening a lamp there, denoising. A residual whose
+    channel means move shifts the whole image's brightness or colour, which is the curve's job; left free, it
+    learns the training set's average correction and applies it to photos that need none. Zero for a residual
+    that only redistributes light within the image."""
+    return (out.float() - toned.float()).mean(dim=(-2, -1)).abs().mean()
+
+
 @dataclass(frozen=True)
 class LossWeights:
     l1: float = 1.0
@@ -224,6 +235,7 @@ class LossWeights:
     lab: float = 0.0  # lab_chroma_loss (not in the paper; against teal skies)
     highlight_cast: float = 0.0  # highlight_cast_loss (not in the paper; against grey blown skies)
     tone: float = 0.0  # tone_loss (not in the paper; against global brightness and contrast errors)
+    residual_mean: float = 0.0  # residual_mean_loss (not in the paper; keeps the global tone to the tone path)
     keep_blown: bool = False  # image terms toward blown_target (not in the paper; against grey veils on clipped skies)
     eps: float = 1.0  # eq. 6 term, ffedm.objective = "epsilon" only
     sap_tokens: SapTokens = "prior"
@@ -284,6 +296,8 @@ class Objective(nn.Module):
                 terms["highlight_cast"] = highlight_cast_loss(out, gt, lq)
             if w.tone > 0:
                 terms["tone"] = tone_loss(out, gt)
+            if w.residual_mean > 0:
+                terms["residual_mean"] = residual_mean_loss(out, toned)
             if w.sap > 0:
                 terms["sap"] = sap_loss(m.clip, out, gt, token=m.config.pem.token, tokens=w.sap_tokens,
                                         encoder_grad=w.sap_encoder_grad)

@@ -122,6 +122,9 @@ def build_model(cfg: TrainConfig, *, fresh: bool = True) -> tuple[RestoreX, tupl
     if mcfg.tone.enabled and (stage == 1 or mcfg.restormer.prior_dim == 0):
         raise ValueError("the tone path reads the input priors, which stage 1 and a prior-free Restormer do not "
                          "have: fit it with python -m training.curve_probe --export, then train stage 2 behind it")
+    if cfg.loss.residual_mean > 0 and not mcfg.tone.enabled:
+        raise ValueError("loss.residual_mean keeps the global tone to the tone path: the model has none (give the "
+                         "config a [model.tone] section and init_from a curve_probe --export file, or set it to 0)")
     if mcfg.restormer.prior_dim == 0:
         trained: tuple[str, ...] = ("restormer",)
     else:
@@ -224,7 +227,7 @@ class RunLog:
     """``log.csv`` (rewound to the resumed step) and TensorBoard scalars when tensorboard is installed."""
 
     FIELDS = ("step", "lr", "loss", "l1", "ssim", "colour", "cast", "highlight", "lab", "highlight_cast", "tone",
-              "prior", "sap", "eps", "grad_norm", "sec_per_it", "val_psnr", "val_ssim")
+              "residual_mean", "prior", "sap", "eps", "grad_norm", "sec_per_it", "val_psnr", "val_ssim")
 
     def __init__(self, out: Path, start: int) -> None:
         self.path = out / "log.csv"
