@@ -54,6 +54,20 @@ def test_look_ratios_see_desaturation_and_flattening():
     assert look_stats(grey.expand(3, -1, -1))[0] < 0.05  # a grey image has no chroma
 
 
+def test_detail_ratio_sees_smoothing_and_noise():
+    from training.heldout import detail_ratio
+
+    g = torch.Generator().manual_seed(0)
+    smooth_base = torch.from_numpy(_photo(0)).permute(2, 0, 1).float() / 255
+    img = (smooth_base + 0.08 * (torch.rand(smooth_base.shape, generator=g) - 0.5)).clamp(0, 1)  # fine texture
+    assert detail_ratio(img, img) == pytest.approx(1.0)
+    smooth = torch.nn.functional.avg_pool2d(img[None], 3, stride=1, padding=1, count_include_pad=False)[0]
+    assert detail_ratio(smooth, img) < 0.7  # a denoiser's wipe of clean texture
+    noisy = (img + 0.03 * torch.randn(img.shape, generator=g)).clamp(0, 1)
+    assert detail_ratio(noisy, img) > 1.2
+    assert detail_ratio(0.5 * img + 0.25, img) == pytest.approx(0.5, rel=1e-4)  # half the contrast, half the detail
+
+
 def test_ssim_loss_and_colour_loss():
     img = torch.from_numpy(_photo(1)).permute(2, 0, 1).float()[None] / 255
     grey = img.mean(1, keepdim=True).expand(-1, 3, -1, -1)
@@ -186,6 +200,8 @@ def test_evaluate_suite_writes_the_tables(data_root: Path, tmp_path: Path, capsy
     assert all(r.curve_psnr >= r.psnr - 0.05 for r in rows)
     assert ident["stacks/under"].curve_psnr > ident["stacks/under"].psnr + 3
     assert "curve PSNR" in (out / "heldout_summary.md").read_text()
+    assert ident["photos/identity"].detail == pytest.approx(1.0)  # the photo itself keeps all its detail
+    assert "detail ratio" in (out / "heldout_summary.md").read_text()
 
 
 def test_prior_report_sees_a_collapsed_prior_path(data_root: Path, tmp_path: Path, capsys):

@@ -70,6 +70,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -118,6 +119,18 @@ def look_stats(image: Tensor) -> tuple[float, float]:
 def look_ratios(output: Tensor, target: Tensor) -> tuple[float, float]:
     """(chroma ratio, contrast ratio) of output against target; 1.0 means the target's look."""
     return _ratios(srgb_to_lab(output[:3]), srgb_to_lab(target[:3]))
+
+
+def detail(image: Tensor) -> float:
+    """Fine detail of one (3, H, W) image: mean |Laplacian| (3x3, each channel, no padding)."""
+    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=image.dtype)
+    return float(F.conv2d(image[None, :3], k.view(1, 1, 3, 3).repeat(3, 1, 1, 1), groups=3).abs().mean())
+
+
+def detail_ratio(output: Tensor, target: Tensor) -> float:
+    """Fine detail of output against target (:func:`detail`): 1.0 keeps the target's texture; below 1 is smoothed
+    (a denoiser that wipes texture off clean photos), above 1 sharpened or noisy."""
+    return detail(output) / max(detail(target), 1e-8)
 
 
 def highlight_look(image: Tensor, output: Tensor, target: Tensor) -> tuple[float, float, float]:
@@ -245,6 +258,7 @@ class Row:
     sky_b: float = math.nan  # sky_look's output b*: NaN where the target has (almost) no light-blue sky
     sky_target_b: float = math.nan
     curve_psnr: float = math.nan  # PSNR of metrics.best_curve(output, target): the output with its global tone right
+    detail: float = math.nan  # detail_ratio(output, target): fine detail kept (results written before it: NaN)
 
 
 def model_method(model: torch.nn.Module, *, seed: int = 0, tile: int | None = None) -> Method:
@@ -307,7 +321,8 @@ def score(methods: dict[str, Method], subsets: Sequence[Subset], *, limit: int |
                 out = (fn(x, y) if getattr(fn, "needs_target", False) else fn(x)).clamp(0, 1)
                 lo = srgb_to_lab(out[:3])
                 rows.append(Row(label, sub.name, item["name"], *image_metrics(out, y), *_ratios(lo, lt),
-                                *_highlight(x, lo, lt), *_sky(lo, lt), float(psnr(best_curve(out, y), y))))
+                                *_highlight(x, lo, lt), *_sky(lo, lt), float(psnr(best_curve(out, y), y)),
+                                detail_ratio(out, y)))
         logger.info("%s: %d images (%.0f s)", sub.name, n, time.monotonic() - t0)
     return rows
 
@@ -327,6 +342,7 @@ class Summary(NamedTuple):
     sky_target_b: float
     n_sky: int
     curve_psnr: float = math.nan
+    detail: float = math.nan
 
 
 def summarise(rows: Sequence[Row]) -> dict[tuple[str, str], Summary]:
@@ -340,7 +356,7 @@ def summarise(rows: Sequence[Row]) -> dict[tuple[str, str], Summary]:
         out[key] = Summary(*(mean_or_nan([getattr(r, f) for r in rs]) for f in ("psnr", "ssim", "chroma", "contrast")),
                            len(rs), hl_ratio, mean_or_nan([r.hl_de for r in hl]), len(hl),
                            mean_or_nan([r.sky_b for r in sky]), mean_or_nan([r.sky_target_b for r in sky]), len(sky),
-                           mean_or_nan([r.curve_psnr for r in rs]))
+                           mean_or_nan([r.curve_psnr for r in rs]), mean_or_nan([r.detail for r in rs]))
     return out
 
 
@@ -359,19 +375,21 @@ def markdown(rows: Sequence[Row], command: str = "") -> str:
               f"with at least {MIN_SKY:.0%} of them: blue skies have b* well below 0.  Curve PSNR = the PSNR "
               "after the best per-channel global tone curve from output to target (training.metrics.best_curve): "
               "what the output would score with its global tone right; its distance to PSNR is the global part of "
-              "the error, and a model whose curve PSNR is not above the input's adds nothing local.", ""]
+              "the error, and a model whose curve PSNR is not above the input's adds nothing local.  Detail = mean "
+              "|Laplacian| of the output as a ratio to the target's: below 1 smoothed, above 1 sharpened or noisy.",
+              ""]
     for sub in subsets:
         first = summary[(methods[0], sub)]
         parts += [f"## {sub} ({first.n} images, {first.n_clipped} with clipped highlights, {first.n_sky} with "
                   "a blue sky)", "",
                   "| method | PSNR | SSIM | chroma ratio | contrast ratio | highlight chroma ratio | highlight dE "
-                  "| sky b* (target) | curve PSNR |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| sky b* (target) | curve PSNR | detail ratio |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for m in methods:
             r = summary[(m, sub)]
             parts.append(f"| {m} | {r.psnr:.2f} | {r.ssim:.4f} | {r.chroma:.3f} | {r.contrast:.3f} | "
                          f"{r.hl_chroma_ratio:.3f} | {r.hl_de:.2f} | {r.sky_b:+.1f} ({r.sky_target_b:+.1f}) | "
-                         f"{r.curve_psnr:.2f} |")
+                         f"{r.curve_psnr:.2f} | {r.detail:.3f} |")
         parts.append("")
     return "\n".join(parts)
 
@@ -382,19 +400,19 @@ def write(rows: Sequence[Row], out_dir: str | Path, command: str = "") -> list[P
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["method", "subset", "name", "psnr", "ssim", "chroma_ratio", "contrast_ratio", "highlight_chroma",
-                "highlight_target_chroma", "highlight_de", "sky_b", "sky_target_b", "curve_psnr"])
+                "highlight_target_chroma", "highlight_de", "sky_b", "sky_target_b", "curve_psnr", "detail_ratio"])
     w.writerows([r.method, r.subset, r.name, f"{r.psnr:.4f}", f"{r.ssim:.6f}", f"{r.chroma:.5f}",
                  f"{r.contrast:.5f}", f"{r.hl_chroma:.4f}", f"{r.hl_target_chroma:.4f}", f"{r.hl_de:.4f}",
-                 f"{r.sky_b:.3f}", f"{r.sky_target_b:.3f}", f"{r.curve_psnr:.4f}"]
+                 f"{r.sky_b:.3f}", f"{r.sky_target_b:.3f}", f"{r.curve_psnr:.4f}", f"{r.detail:.4f}"]
                 for r in rows)
     summary = io.StringIO()
     w = csv.writer(summary)
     w.writerow(["method", "subset", "images", "psnr", "ssim", "chroma_ratio", "contrast_ratio",
                 "images_clipped", "highlight_chroma_ratio", "highlight_de", "images_sky", "sky_b", "sky_target_b",
-                "curve_psnr"])
+                "curve_psnr", "detail_ratio"])
     w.writerows([m, s, r.n, f"{r.psnr:.4f}", f"{r.ssim:.6f}", f"{r.chroma:.5f}", f"{r.contrast:.5f}", r.n_clipped,
                  f"{r.hl_chroma_ratio:.5f}", f"{r.hl_de:.4f}", r.n_sky, f"{r.sky_b:.3f}", f"{r.sky_target_b:.3f}",
-                 f"{r.curve_psnr:.4f}"]
+                 f"{r.curve_psnr:.4f}", f"{r.detail:.4f}"]
                 for (m, s), r in summarise(rows).items())
     files = {"heldout_results.csv": buf.getvalue(), "heldout_summary.csv": summary.getvalue(),
              "heldout_summary.md": markdown(rows, command)}
@@ -626,7 +644,8 @@ def read_results(folder: str | Path) -> tuple[list[Row], list[EvRow]]:
         rows = [Row(r["method"], r["subset"], r["name"], *(float(r[k]) for k in (
             "psnr", "ssim", "chroma_ratio", "contrast_ratio", "highlight_chroma", "highlight_target_chroma",
             "highlight_de", "sky_b", "sky_target_b")),
-                    float(r.get("curve_psnr") or "nan"))  # results written before that column: NaN
+                    float(r.get("curve_psnr") or "nan"),  # results written before these columns: NaN
+                    float(r.get("detail_ratio") or "nan"))
                 for r in csv.DictReader(f)]
     with open(folder / "ev_sweep.csv", newline="") as f:
         rest = [k.name for k in dataclasses.fields(EvRow)[3:]]
