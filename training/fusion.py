@@ -42,8 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .metrics import LAPLACE
+
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
-_LAPLACE = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
 
 def _pad(x: Tensor, pad: tuple[int, int, int, int]) -> Tensor:
@@ -76,7 +77,7 @@ def fusion_weights(frames: Tensor, *, contrast: float = 1.0, saturation: float =
                    exposedness: float = 1.0, sigma: float = 0.2) -> Tensor:
     """Normalised Mertens weights (N, 1, H, W) of ``frames`` (N, 3, H, W) in [0, 1]."""
     grey = frames.mean(1, keepdim=True)
-    c = F.conv2d(_pad(grey, (1, 1, 1, 1)), _LAPLACE.to(frames).view(1, 1, 3, 3)).abs()
+    c = F.conv2d(_pad(grey, (1, 1, 1, 1)), LAPLACE.to(frames).view(1, 1, 3, 3)).abs()
     s = frames.std(1, unbiased=False, keepdim=True)
     e = torch.exp(-((frames - 0.5) ** 2) / (2 * sigma**2)).prod(1, keepdim=True)
     w = c.pow(contrast) * s.pow(saturation) * e.pow(exposedness) + 1e-12
@@ -260,8 +261,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         with multiprocessing.get_context("spawn").Pool(min(args.jobs, len(todo))) as pool:
             pool.starmap(_fuse_one, todo, chunksize=1)
     else:
-        for job in todo:
-            _fuse_one(*job)
+        for sid, files, _ in todo:
+            fused_target(sid, files, cache)
     made = len(todo)
     print(f"{len(scenes)} fused targets in {cache} ({made} made now)")
 

@@ -70,7 +70,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -80,7 +79,7 @@ from restorex_core.images import srgb_to_lab as _srgb_to_lab
 from .baselines import get_baseline
 from .config import read_toml
 from .datasets import load_image
-from .metrics import MIN_SKY, SKY, best_curve, image_metrics, mean_or_nan, psnr, sky_mask
+from .metrics import MIN_SKY, SKY, best_curve, detail_ratio, image_metrics, mean_or_nan, psnr, sky_mask
 from .stacks import StackDataset
 from .synthetic import SyntheticExposureDataset, find_images
 
@@ -119,18 +118,6 @@ def look_stats(image: Tensor) -> tuple[float, float]:
 def look_ratios(output: Tensor, target: Tensor) -> tuple[float, float]:
     """(chroma ratio, contrast ratio) of output against target; 1.0 means the target's look."""
     return _ratios(srgb_to_lab(output[:3]), srgb_to_lab(target[:3]))
-
-
-def detail(image: Tensor) -> float:
-    """Fine detail of one (3, H, W) image: mean |Laplacian| (3x3, each channel, no padding)."""
-    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=image.dtype)
-    return float(F.conv2d(image[None, :3], k.view(1, 1, 3, 3).repeat(3, 1, 1, 1), groups=3).abs().mean())
-
-
-def detail_ratio(output: Tensor, target: Tensor) -> float:
-    """Fine detail of output against target (:func:`detail`): 1.0 keeps the target's texture; below 1 is smoothed
-    (a denoiser that wipes texture off clean photos), above 1 sharpened or noisy."""
-    return detail(output) / max(detail(target), 1e-8)
 
 
 def highlight_look(image: Tensor, output: Tensor, target: Tensor) -> tuple[float, float, float]:

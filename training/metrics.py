@@ -24,6 +24,7 @@ SSIM_SIGMA = 1.5
 SSIM_RADIUS = 5  # int(3.5 * sigma + 0.5), scikit-image's truncate=3.5 -> an 11-tap window
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 DATA_RANGE = 255.0
+LAPLACE = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])  # the 4-neighbour Laplacian
 
 
 def quantize(x: Tensor) -> Tensor:
@@ -125,6 +126,18 @@ def best_curve(pred: Tensor, target: Tensor) -> Tensor:
     counts = torch.zeros_like(sums).scatter_add_(1, levels, torch.ones_like(t))
     curve = sums / counts.clamp(min=1.0)
     return curve.gather(1, levels).view(pred.shape)
+
+
+def detail(image: Tensor) -> float:
+    """Fine detail of one (3, H, W) image: mean |Laplacian| (:data:`LAPLACE`, each channel, no padding)."""
+    k = LAPLACE.to(image).view(1, 1, 3, 3).repeat(3, 1, 1, 1)
+    return float(torch.nn.functional.conv2d(image[None, :3], k, groups=3).abs().mean())
+
+
+def detail_ratio(output: Tensor, target: Tensor) -> float:
+    """Fine detail of output against target (:func:`detail`): 1.0 keeps the target's texture; below 1 is smoothed
+    (a denoiser that wipes texture off clean photos), above 1 sharpened or noisy."""
+    return detail(output) / max(detail(target), 1e-8)
 
 
 def mean_or_nan(values: Sequence[float]) -> float:
