@@ -82,3 +82,25 @@ def test_probe_runs_end_to_end_and_writes_the_sheet(tmp_path: Path, capsys):
                if not k.startswith("tone."))
     with pytest.raises(SystemExit):
         main(["--data", str(root), "--weights", str(weights), "--white", "--export", str(tmp_path / "w.safetensors")])
+
+
+def test_keep_blown_fits_a_curve_that_leaves_a_clipped_sky_bright():
+    g = torch.Generator().manual_seed(2)
+    samples = []
+    for _ in range(16):  # over-exposed: darken everything by 0.6, but the top third is clipped in the input
+        x = torch.rand(3, 24, 24, generator=g) * 0.85
+        x[:, :8] = 1.0
+        y = x * 0.6
+        y[:, :8] = 0.6 * torch.rand(3, 1, 1, generator=g) + 0.2  # what the sky really was: anything, seen by no input
+        samples.append((torch.zeros(8), x, y))
+    config = ToneConfig(knots=KNOTS, prior_dim=1, num_priors=2, bins=2, hidden=32)
+    tops = {}
+    for keep in (False, True):
+        head = fit(samples, config, steps=300, batch=16, lr=3e-3, guard=config.guard, keep_blown=keep)
+        with torch.no_grad():
+            sky, rest = apply_curves(torch.stack([s[1] for s in samples]), head(torch.zeros(1, 8)).expand(16, 3, -1),
+                                     config.guard).split((8, 16), dim=2)
+        tops[keep] = float(sky.mean())
+        ys = torch.stack([s[2] for s in samples])[:, :, 8:]
+        assert float((rest - ys).abs().mean()) < 0.03, keep  # below the clip the curve darkens as asked, either way
+    assert tops[True] > 0.95 and tops[False] < 0.7, tops  # a white sky stays white; fitted plainly it turns grey

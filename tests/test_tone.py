@@ -207,8 +207,16 @@ def test_a_tone_head_travels_alone_and_joins_its_weights_again(tmp_path: Path):
     assert joined.config == model.config
     for k, v in model.state_dict().items():
         torch.testing.assert_close(joined.state_dict()[k], v, rtol=0, atol=0)
-    with pytest.raises(SystemExit, match="already has a tone path"):
+    with pytest.raises(SystemExit, match="already has a tone path.*--replace"):
         tone_head.join(full, head, tmp_path / "twice.safetensors")
+    other_head = tone_model()  # --replace: a Restormer trained behind one curve, given another head
+    random_head(other_head, 0.7)
+    other_file = tone_head.split(save_checkpoint(other_head, tmp_path / "o.safetensors"), tmp_path / "oh.safetensors")
+    swapped = load_checkpoint(tone_head.join(full, other_file, tmp_path / "swapped.safetensors", replace=True))
+    for k, v in swapped.state_dict().items():
+        src = other_head if k.startswith("tone.") else model
+        torch.testing.assert_close(v, src.state_dict()[k], rtol=0, atol=0)
+    assert not torch.equal(swapped.tone.net[-1].weight, model.tone.net[-1].weight)
     other = RestoreXConfig.tiny().replace(pem={"dim": 24}, ffedm={"prior_dim": 24}, restormer={"prior_dim": 24})
     wrong = save_checkpoint(RestoreX(other), tmp_path / "wrong.safetensors")
     with pytest.raises(SystemExit, match=r"wrong.safetensors is not the model .*head.safetensors was fitted on \("):

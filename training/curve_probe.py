@@ -58,6 +58,7 @@ from .heldout import (
     strip,
     write,
 )
+from .losses import blown_target
 from .stacks import StackDataset
 from .stream import exposed
 from .synthetic import find_images
@@ -145,9 +146,14 @@ def training_samples(model: nn.Module, head: ToneCurve, data_root: Path, *, conf
 
 def fit(samples: Sequence[tuple[Tensor, Tensor, Tensor]], config: ToneConfig, *, steps: int = 4000,
         batch: int = 64, lr: float = 1e-3, seed: int = 0, white: bool = False,
-        guard: tuple[float, float] | None = None) -> Probe:
+        guard: tuple[float, float] | None = None, keep_blown: bool = False) -> Probe:
     """The head fitted by L1 between the curved inputs (through ``guard``, :func:`apply_curves`) and the targets
-    (samples padded to one size per batch)."""
+    (samples padded to one size per batch).
+
+    ``keep_blown``: each target with its input's blown regions kept as they are (``training.losses.blown_target``).
+    A clipped sky holds nothing of the target's sky, so plain L1 fits the curve's top to the mean of all skies
+    behind it: white mapped to a mid-grey (v7's curve: the lighthouse's sky at about 0.78). Kept, a curve may
+    still darken everything below the clip, but leaves what is blown bright."""
     torch.manual_seed(seed)
     feats = torch.stack([s[0] for s in samples])
     head = Probe(config, white=white)
@@ -159,6 +165,7 @@ def fit(samples: Sequence[tuple[Tensor, Tensor, Tensor]], config: ToneConfig, *,
     mask = torch.zeros(len(samples), 1, side, side)
     for k, (_, x, y) in enumerate(samples):
         h, w = x.shape[-2:]
+        y = blown_target(y[None], x[None])[0] if keep_blown else y
         xs[k, :, :h, :w], ys[k, :, :h, :w], mask[k, :, :h, :w] = x, y, 1.0
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -220,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                                              "subset (smoke runs)")
     p.add_argument("--steps", type=int, default=4000, help="Adam steps of the fit (default 4000)")
     p.add_argument("--white", action="store_true", help="curves that end at 1: white stays white (Probe)")
+    p.add_argument("--keep-blown", action="store_true",
+                   help="fit toward targets that keep the input's blown regions (training.losses.blown_target): "
+                        "white stays bright instead of going to the mean of the skies behind it")
     p.add_argument("--no-guard", action="store_true",
                    help="free channel curves everywhere: no clipped-region guard (tone.apply_curves)")
     p.add_argument("--export", metavar="FILE", help="also write the weights with the fitted head as their tone path "
@@ -241,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     guard = None if args.no_guard else config.guard
     samples = training_samples(model, ToneCurve(config), root, config=Path(args.config), fused_cache=cache,
                                limit=args.limit)
-    head = fit(samples, config, steps=args.steps, white=args.white, guard=guard)
+    head = fit(samples, config, steps=args.steps, white=args.white, guard=guard, keep_blown=args.keep_blown)
     if args.export:
         print(f"wrote {export(model, head.head, args.export, guard=guard)}")
     methods = {args.label: probe_method(model, head, guard), **baseline_methods()}
