@@ -89,6 +89,24 @@ def test_histograms_read_the_same_photo_alike_at_every_size():
     assert float((a - b).abs().max()) < 0.05
 
 
+
+def test_gamma_binned_histograms_spread_a_dark_photo_over_more_bins():
+    from training.synthetic import render_exposure
+
+    g = torch.Generator().manual_seed(4)
+    photo = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 8, generator=g), size=(96, 128), mode="bicubic")
+    under3, under4 = (torch.from_numpy(render_exposure(photo[0].clamp(0.02, 1).permute(1, 2, 0).numpy(), ev))
+                      .permute(2, 0, 1)[None] for ev in (-3.0, -4.0))  # the camera model's -3 and -4 EV renders
+    hist = {gamma: (histograms(under3, 32, 256, gamma), histograms(under4, 32, 256, gamma)) for gamma in (1.0, 2.2)}
+    occupied = {gamma: int((b > 0).sum()) for gamma, (_, b) in hist.items()}
+    apart = {gamma: float((a - b).abs().sum()) for gamma, (a, b) in hist.items()}
+    assert occupied[2.2] >= 1.8 * occupied[1.0], occupied  # the -4 EV render: 7 bins per channel -> 14
+    assert apart[2.2] > 1.2 * apart[1.0], apart  # and -3 EV is told from -4 EV by more
+    assert all(abs(float(h.pow(2).sum()) - 3.0) < 1e-4 for pair in hist.values() for h in pair)
+    with pytest.raises(ValueError, match="hist_gamma"):
+        ToneConfig(knots=4, hist_gamma=0.0)
+
+
 def test_the_model_applies_the_curve_before_the_restormer_everywhere():
     model = tone_model()
     random_head(model)

@@ -81,10 +81,11 @@ def resize_max(x: Tensor, side: int) -> Tensor:
                          antialias=True)[0].clamp(0, 1)
 
 
-def tone_config(model: nn.Module) -> ToneConfig:
+def tone_config(model: nn.Module, hist_gamma: float = 1.0) -> ToneConfig:
     """The tone path this probe fits for ``model``: 16 segments, reading its priors (restorex_core.arch.tone)."""
     c = model.config
-    return ToneConfig(knots=KNOTS, prior_dim=c.pem.dim, num_priors=len(c.clip.taps), feature_side=FEATURE_SIDE)
+    return ToneConfig(knots=KNOTS, prior_dim=c.pem.dim, num_priors=len(c.clip.taps), feature_side=FEATURE_SIDE,
+                      hist_gamma=hist_gamma)
 
 
 def features(model: nn.Module, head: ToneCurve, x: Tensor) -> Tensor:
@@ -198,7 +199,7 @@ def export(model: nn.Module, head: ToneCurve, path: str | Path, *, guard: tuple[
     from restorex_core import RestoreX, save_checkpoint
 
     tone = {"knots": KNOTS, "prior_dim": head.config.prior_dim, "num_priors": head.config.num_priors,
-            "feature_side": FEATURE_SIDE}
+            "feature_side": FEATURE_SIDE, "hist_gamma": head.config.hist_gamma}
     if guard is not None:
         tone["guard"] = guard
     full = RestoreX(model.config.replace(tone=tone), clip=None if model.config.clip.trainable else model.clip)
@@ -230,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--keep-blown", action="store_true",
                    help="fit toward targets that keep the input's blown regions (training.losses.blown_target): "
                         "white stays bright instead of going to the mean of the skies behind it")
+    p.add_argument("--hist-gamma", type=float, default=1.0,
+                   help="the head's histograms read x ** (1 / G) (tone.hist_gamma; default 1: linear bins)")
     p.add_argument("--no-guard", action="store_true",
                    help="free channel curves everywhere: no clipped-region guard (tone.apply_curves)")
     p.add_argument("--export", metavar="FILE", help="also write the weights with the fitted head as their tone path "
@@ -247,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cache = args.fused_cache or os.environ.get("RESTOREX_FUSED_CACHE") or None
     model = load_checkpoint(args.weights).eval()
     root = Path(args.data)
-    config = tone_config(model)
+    config = tone_config(model, args.hist_gamma)
     guard = None if args.no_guard else config.guard
     samples = training_samples(model, ToneCurve(config), root, config=Path(args.config), fused_cache=cache,
                                limit=args.limit)
