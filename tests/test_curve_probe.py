@@ -95,7 +95,7 @@ def test_keep_blown_fits_a_curve_that_leaves_a_clipped_sky_bright():
         samples.append((torch.zeros(8), x, y))
     config = ToneConfig(knots=KNOTS, prior_dim=1, num_priors=2, bins=2, hidden=32)
     tops = {}
-    for keep in (False, True):
+    for keep in (0.0, 0.5, 1.0):
         head = fit(samples, config, steps=300, batch=16, lr=3e-3, guard=config.guard, keep_blown=keep)
         with torch.no_grad():
             sky, rest = apply_curves(torch.stack([s[1] for s in samples]), head(torch.zeros(1, 8)).expand(16, 3, -1),
@@ -103,4 +103,5 @@ def test_keep_blown_fits_a_curve_that_leaves_a_clipped_sky_bright():
         tops[keep] = float(sky.mean())
         ys = torch.stack([s[2] for s in samples])[:, :, 8:]
         assert float((rest - ys).abs().mean()) < 0.03, keep  # below the clip the curve darkens as asked, either way
-    assert tops[True] > 0.95 and tops[False] < 0.7, tops  # a white sky stays white; fitted plainly it turns grey
+    assert tops[1.0] > 0.95 and tops[0.0] < 0.7, tops  # a white sky stays white; fitted plainly it turns grey
+    assert tops[0.0] + 0.1 < tops[0.5] < tops[1.0] - 0.1, tops  # half kept: a light grey between the two

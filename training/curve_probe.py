@@ -147,11 +147,12 @@ def training_samples(model: nn.Module, head: ToneCurve, data_root: Path, *, conf
 
 def fit(samples: Sequence[tuple[Tensor, Tensor, Tensor]], config: ToneConfig, *, steps: int = 4000,
         batch: int = 64, lr: float = 1e-3, seed: int = 0, white: bool = False,
-        guard: tuple[float, float] | None = None, keep_blown: bool = False) -> Probe:
+        guard: tuple[float, float] | None = None, keep_blown: float = 0.0) -> Probe:
     """The head fitted by L1 between the curved inputs (through ``guard``, :func:`apply_curves`) and the targets
     (samples padded to one size per batch).
 
-    ``keep_blown``: each target with its input's blown regions kept as they are (``training.losses.blown_target``).
+    ``keep_blown`` > 0: each target with that share of its input's blown regions kept (``training.losses.blown_target``,
+    1: kept as they are).
     A clipped sky holds nothing of the target's sky, so plain L1 fits the curve's top to the mean of all skies
     behind it: white mapped to a mid-grey (v7's curve: the lighthouse's sky at about 0.78). Kept, a curve may
     still darken everything below the clip, but leaves what is blown bright."""
@@ -166,7 +167,7 @@ def fit(samples: Sequence[tuple[Tensor, Tensor, Tensor]], config: ToneConfig, *,
     mask = torch.zeros(len(samples), 1, side, side)
     for k, (_, x, y) in enumerate(samples):
         h, w = x.shape[-2:]
-        y = blown_target(y[None], x[None])[0] if keep_blown else y
+        y = blown_target(y[None], x[None], strength=keep_blown)[0] if keep_blown else y
         xs[k, :, :h, :w], ys[k, :, :h, :w], mask[k, :, :h, :w] = x, y, 1.0
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -228,9 +229,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                                              "subset (smoke runs)")
     p.add_argument("--steps", type=int, default=4000, help="Adam steps of the fit (default 4000)")
     p.add_argument("--white", action="store_true", help="curves that end at 1: white stays white (Probe)")
-    p.add_argument("--keep-blown", action="store_true",
-                   help="fit toward targets that keep the input's blown regions (training.losses.blown_target): "
-                        "white stays bright instead of going to the mean of the skies behind it")
+    p.add_argument("--keep-blown", type=float, nargs="?", const=1.0, default=0.0, metavar="SHARE",
+                   help="fit toward targets that keep the input's blown regions (training.losses.blown_target; "
+                        "SHARE < 1 keeps only that share of the input there): white stays bright instead of going "
+                        "to the mean of the skies behind it")
     p.add_argument("--hist-gamma", type=float, default=1.0,
                    help="the head's histograms read x ** (1 / G) (tone.hist_gamma; default 1: linear bins)")
     p.add_argument("--no-guard", action="store_true",

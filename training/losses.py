@@ -94,15 +94,16 @@ def cast_loss(output: Tensor, target: Tensor) -> Tensor:
     return F.l1_loss(co, ct)
 
 
-def blown_target(target: Tensor, lq: Tensor, *, low: float = 0.9, high: float = 0.98) -> Tensor:
+def blown_target(target: Tensor, lq: Tensor, *, low: float = 0.9, high: float = 0.98, strength: float = 1.0) -> Tensor:
     """The target with the input's blown regions kept as they are: where the input's darkest channel (after a
     small blur, so single pixels don't count) is above ``high`` the target becomes the input, below ``low`` it
     stays, with a linear ramp between.  A clipped region holds nothing of what the target has there (a fused
     target's sky detail comes from frames the model never sees), so an L1 toward it trains the mean of all
     possible skies: the grey-beige veil issue 22 names.  Kept as the input, it trains "a blown region comes
-    out as a clean, bright highlight, or in the colour the input hints at"."""
+    out as a clean, bright highlight, or in the colour the input hints at".  ``strength`` < 1 keeps that share of
+    the input there (0.5: halfway between the input's white and the target)."""
     x = lq[:, :3].float()
-    m = ((_gaussian_blur(x).amin(dim=1, keepdim=True) - low) / (high - low)).clamp(0.0, 1.0)
+    m = strength * ((_gaussian_blur(x).amin(dim=1, keepdim=True) - low) / (high - low)).clamp(0.0, 1.0)
     return (m * x + (1.0 - m) * target.float()).to(target.dtype)
 
 
