@@ -310,6 +310,9 @@ def test_blown_target_keeps_the_inputs_clipped_regions_and_nothing_else():
     assert torch.equal(out[..., :8, :], lq[..., :8, :])  # well inside the blown region: the input
     assert torch.allclose(out[..., 16:, :], target[..., 16:, :])  # elsewhere, the yellow included: the target
     assert bool(((out[..., 8:16, :] - target[..., 8:16, :]).abs() > 0).any())  # a soft edge between
+    half = blown_target(target, lq, strength=0.5)  # loss.blown_share = 0.5: halfway between input and target
+    torch.testing.assert_close(half[..., :8, :], (lq[..., :8, :] + target[..., :8, :]) / 2)
+    assert torch.allclose(half[..., 16:, :], target[..., 16:, :])
 
 
 def test_eps_objective_trains_the_denoisers_with_the_core_scheduler():

@@ -387,3 +387,20 @@ def test_sky_repeat_draws_the_photos_with_a_blue_sky_more_often(tmp_path):
     assert counts[3] == ["navy.png", "sky.png", "sky.png", "sky.png", "wall.png"]
     with pytest.raises(ValueError, match="sky_repeat"):
         TrainConfig.from_dict({"data": {"sky_repeat": 0}})
+
+
+def test_noise_max_ev_keeps_sensor_noise_to_the_dark_renders():
+    from training.config import DataSection
+    from training.stream import TrainStream
+
+    def items(**kw):
+        d = DataSection(kind="procedural", crop=32, ev_range=(-3.0, 2.0), min_abs_ev=0.5, **kw)
+        stream = TrainStream(d, 0, None, None, 8)
+        return [stream[i] for i in range(24)]
+
+    clean, noisy, dark_only = items(noise=False), items(noise=True), items(noise=True, noise_max_ev=0.0)
+    under = [bool(c["input"].mean() < c["target"].mean()) for c in clean]
+    assert 4 <= sum(under) <= 20  # both sides drawn
+    for c, n, d, u in zip(clean, noisy, dark_only, under, strict=True):
+        assert not torch.equal(c["input"], n["input"])  # noise at every EV by default
+        assert torch.equal(c["input"], d["input"]) != u  # with noise_max_ev = 0: noisy when dark, clean when bright

@@ -84,6 +84,7 @@ class DataSection:
     ev_range: tuple[float, float] = (-3.0, 2.5)
     min_abs_ev: float = 0.5
     noise: bool = True  # Poisson-Gaussian sensor noise in synthetic renders
+    noise_max_ev: float = 99.0  # with noise: renders brighter than this EV come noise-free (99: noise at every EV)
     crop: int = 224
     batch_size: int = 4  # per process
     resize_short: tuple[int, int] = (0, 0)  # random rescale of the short side into [lo, hi] before cropping

@@ -238,6 +238,7 @@ class LossWeights:
     tone: float = 0.0  # tone_loss (not in the paper; against global brightness and contrast errors)
     residual_mean: float = 0.0  # residual_mean_loss (not in the paper; keeps the global tone to the tone path)
     keep_blown: bool = False  # image terms toward blown_target (not in the paper; against grey veils on clipped skies)
+    blown_share: float = 1.0  # keep_blown: the share of the input kept in its blown regions (blown_target strength)
     eps: float = 1.0  # eq. 6 term, ffedm.objective = "epsilon" only
     sap_tokens: SapTokens = "prior"
     sap_encoder_grad: bool = False  # let L_SAP train a trainable encoder too (risks feature collapse)
@@ -281,7 +282,7 @@ class Objective(nn.Module):
         if not (diffusion_only and self.stage == 2 and use_priors):
             out = m.restormer(toned.to(m.dtype), vectors)  # (B, 3, H, W), unclamped
             if w.keep_blown:  # the image terms only: the teacher's priors still read the real target
-                gt = blown_target(gt, lq)
+                gt = blown_target(gt, lq, strength=w.blown_share)
             terms["l1"] = l1_loss(out, gt)
             if w.ssim > 0:
                 terms["ssim"] = ssim_loss(out, gt)

@@ -88,7 +88,8 @@ class TrainStream(Dataset):
         lo, hi, m = *self.d.ev_range, self.d.min_abs_ev
         under = max(0.0, -m - lo)
         u = rng.uniform(0.0, under + max(0.0, hi - m))  # EV uniform over [lo, -m] U [m, hi]
-        return {"input": exposed(y, lo + u if u < under else m + u - under, rng, self.d.noise), "target": y}
+        ev = lo + u if u < under else m + u - under
+        return {"input": exposed(y, ev, rng, self.d.noise and ev <= self.d.noise_max_ev), "target": y}
 
 
 def step_batches(start: int, end: int, batch: int, rank: int, world: int):
