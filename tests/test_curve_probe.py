@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import Tensor
 
 from restorex_core.arch.tone import ToneConfig, apply_curves, identity_curves
 from training.curve_probe import KNOTS, Probe, fit, main
@@ -84,15 +85,21 @@ def test_probe_runs_end_to_end_and_writes_the_sheet(tmp_path: Path, capsys):
         main(["--data", str(root), "--weights", str(weights), "--white", "--export", str(tmp_path / "w.safetensors")])
 
 
-def test_keep_blown_fits_a_curve_that_leaves_a_clipped_sky_bright():
+def _over_exposed(top: float) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """16 over-exposed samples: darken everything by 0.6, but the top third is clipped in the input."""
     g = torch.Generator().manual_seed(2)
     samples = []
-    for _ in range(16):  # over-exposed: darken everything by 0.6, but the top third is clipped in the input
-        x = torch.rand(3, 24, 24, generator=g) * 0.85
+    for _ in range(16):
+        x = torch.rand(3, 24, 24, generator=g) * top
         x[:, :8] = 1.0
         y = x * 0.6
         y[:, :8] = 0.6 * torch.rand(3, 1, 1, generator=g) + 0.2  # what the sky really was: anything, seen by no input
         samples.append((torch.zeros(8), x, y))
+    return samples
+
+
+def test_keep_blown_fits_a_curve_that_leaves_a_clipped_sky_bright():
+    samples = _over_exposed(0.85)
     config = ToneConfig(knots=KNOTS, prior_dim=1, num_priors=2, bins=2, hidden=32)
     tops = {}
     for keep in (0.0, 0.5, 1.0):
@@ -105,3 +112,14 @@ def test_keep_blown_fits_a_curve_that_leaves_a_clipped_sky_bright():
         assert float((rest - ys).abs().mean()) < 0.03, keep  # below the clip the curve darkens as asked, either way
     assert tops[1.0] > 0.95 and tops[0.0] < 0.7, tops  # a white sky stays white; fitted plainly it turns grey
     assert tops[0.0] + 0.1 < tops[0.5] < tops[1.0] - 0.1, tops  # half kept: a light grey between the two
+
+
+def test_max_slope_softens_the_cliff_below_a_kept_white():
+    samples = _over_exposed(0.96)  # darkened up to 0.96, white kept above: the curve's last segment becomes a cliff
+    config = ToneConfig(knots=KNOTS, prior_dim=1, num_priors=2, bins=2, hidden=32)
+    steep = {}
+    for cap in (0.0, 2.5):
+        head = fit(samples, config, steps=300, batch=16, lr=3e-3, guard=config.guard, keep_blown=1.0, max_slope=cap)
+        with torch.no_grad():
+            steep[cap] = float(head(torch.zeros(1, 8)).diff(dim=2).max()) * KNOTS
+    assert steep[0.0] > 4 and steep[2.5] < 0.8 * steep[0.0], steep

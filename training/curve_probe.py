@@ -147,7 +147,7 @@ def training_samples(model: nn.Module, head: ToneCurve, data_root: Path, *, conf
 
 def fit(samples: Sequence[tuple[Tensor, Tensor, Tensor]], config: ToneConfig, *, steps: int = 4000,
         batch: int = 64, lr: float = 1e-3, seed: int = 0, white: bool = False,
-        guard: tuple[float, float] | None = None, keep_blown: float = 0.0) -> Probe:
+        guard: tuple[float, float] | None = None, keep_blown: float = 0.0, max_slope: float = 0.0) -> Probe:
     """The head fitted by L1 between the curved inputs (through ``guard``, :func:`apply_curves`) and the targets
     (samples padded to one size per batch).
 
@@ -155,7 +155,11 @@ def fit(samples: Sequence[tuple[Tensor, Tensor, Tensor]], config: ToneConfig, *,
     1: kept as they are).
     A clipped sky holds nothing of the target's sky, so plain L1 fits the curve's top to the mean of all skies
     behind it: white mapped to a mid-grey (v7's curve: the lighthouse's sky at about 0.78). Kept, a curve may
-    still darken everything below the clip, but leaves what is blown bright."""
+    still darken everything below the clip, but leaves what is blown bright.
+
+    ``max_slope`` > 0: a penalty (mean excess, weight 1) on segments steeper than that. A curve that darkens an
+    over-exposed photo and keeps its white ends in a cliff (v8's last segment: slope 9), which turns each 8-bit
+    step of a near-white sky into a visible contour line."""
     torch.manual_seed(seed)
     feats = torch.stack([s[0] for s in samples])
     head = Probe(config, white=white)
@@ -175,8 +179,11 @@ def fit(samples: Sequence[tuple[Tensor, Tensor, Tensor]], config: ToneConfig, *,
     head.train()
     for step in range(steps):
         idx = torch.randint(len(samples), (batch,), generator=g)
-        out = apply_curves(xs[idx], head(feats[idx]), guard)
+        curves = head(feats[idx])
+        out = apply_curves(xs[idx], curves, guard)
         loss = ((out - ys[idx]).abs() * mask[idx]).sum() / (3 * mask[idx].sum())
+        if max_slope > 0:
+            loss = loss + (curves.diff(dim=2) * config.knots - max_slope).clamp(min=0).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -233,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                    help="fit toward targets that keep the input's blown regions (training.losses.blown_target; "
                         "SHARE < 1 keeps only that share of the input there): white stays bright instead of going "
                         "to the mean of the skies behind it")
+    p.add_argument("--max-slope", type=float, default=0.0, metavar="S",
+                   help="penalise curve segments steeper than S (contour lines in near-white skies; default off)")
     p.add_argument("--hist-gamma", type=float, default=1.0,
                    help="the head's histograms read x ** (1 / G) (tone.hist_gamma; default 1: linear bins)")
     p.add_argument("--no-guard", action="store_true",
@@ -256,7 +265,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     guard = None if args.no_guard else config.guard
     samples = training_samples(model, ToneCurve(config), root, config=Path(args.config), fused_cache=cache,
                                limit=args.limit)
-    head = fit(samples, config, steps=args.steps, white=args.white, guard=guard, keep_blown=args.keep_blown)
+    head = fit(samples, config, steps=args.steps, white=args.white, guard=guard, keep_blown=args.keep_blown,
+               max_slope=args.max_slope)
     if args.export:
         print(f"wrote {export(model, head.head, args.export, guard=guard)}")
     methods = {args.label: probe_method(model, head, guard), **baseline_methods()}
