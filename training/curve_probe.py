@@ -154,7 +154,7 @@ def fit(samples: Sequence[tuple[Tensor, Tensor, Tensor]], config: ToneConfig, *,
     ``keep_blown`` > 0: each target with that share of its input's blown regions kept (``training.losses.blown_target``,
     1: kept as they are).
     A clipped sky holds nothing of the target's sky, so plain L1 fits the curve's top to the mean of all skies
-    behind it: white mapped to a mid-grey (v7's curve: the lighthouse's sky at about 0.78). Kept, a curve may
+    behind it: white mapped to a mid-grey (v7's curve: the lighthouse's sky at 0.68 of white). Kept, a curve may
     still darken everything below the clip, but leaves what is blown bright.
 
     ``max_slope`` > 0: a penalty (mean excess, weight 1) on segments steeper than that. A curve that darkens an
