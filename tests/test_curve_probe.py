@@ -123,3 +123,27 @@ def test_max_slope_softens_the_cliff_below_a_kept_white():
         with torch.no_grad():
             steep[cap] = float(head(torch.zeros(1, 8)).diff(dim=2).max()) * KNOTS
     assert steep[0.0] > 4 and steep[2.5] < 0.8 * steep[0.0], steep
+
+
+def test_slope_from_caps_the_bright_segments_only():
+    """A dark photo needs a steep bottom (x4), an over-exposed one a cliff at the top: capped from 0.5 up, the cliff
+    softens and the lift stays; capped everywhere, the lift goes too."""
+    g = torch.Generator().manual_seed(3)
+    bright = [(torch.tensor([-1.0] + [0.0] * 7), x, y) for _, x, y in _over_exposed(0.96)]
+    dark = []
+    for _ in range(16):
+        x = torch.rand(3, 24, 24, generator=g) * 0.2
+        dark.append((torch.tensor([1.0] + [0.0] * 7), x, 4 * x))
+    config = ToneConfig(knots=KNOTS, prior_dim=1, num_priors=2, bins=2, hidden=32)
+    slopes = {}
+    for name, cap, start in (("free", 0.0, 0.0), ("top", 2.5, 0.5), ("all", 2.5, 0.0)):
+        head = fit(bright + dark, config, steps=400, batch=16, lr=3e-3, guard=config.guard, keep_blown=1.0,
+                   max_slope=cap, slope_from=start)
+        with torch.no_grad():
+            s = head(torch.stack([bright[0][0], dark[0][0]])).diff(dim=2) * KNOTS
+        slopes[name] = (float(s[0].max()), float(s[1, :, : KNOTS // 4].mean()))  # bright's steepest, dark's bottom
+    assert slopes["free"][0] > 4 and slopes["top"][0] < 0.8 * slopes["free"][0], slopes  # the cliff softens
+    lift = slopes["free"][1]  # about 3.5 of the 4 asked, in 400 steps
+    assert slopes["top"][1] > 0.95 * lift and slopes["all"][1] < 0.8 * lift, slopes  # kept unless the bottom is capped
+    with pytest.raises(ValueError, match="slope_from"):
+        fit(bright, config, steps=1, max_slope=2.5, slope_from=1.0)

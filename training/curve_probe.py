@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import time
@@ -147,7 +148,8 @@ def training_samples(model: nn.Module, head: ToneCurve, data_root: Path, *, conf
 
 def fit(samples: Sequence[tuple[Tensor, Tensor, Tensor]], config: ToneConfig, *, steps: int = 4000,
         batch: int = 64, lr: float = 1e-3, seed: int = 0, white: bool = False,
-        guard: tuple[float, float] | None = None, keep_blown: float = 0.0, max_slope: float = 0.0) -> Probe:
+        guard: tuple[float, float] | None = None, keep_blown: float = 0.0, max_slope: float = 0.0,
+        slope_from: float = 0.0) -> Probe:
     """The head fitted by L1 between the curved inputs (through ``guard``, :func:`apply_curves`) and the targets
     (samples padded to one size per batch).
 
@@ -159,7 +161,11 @@ def fit(samples: Sequence[tuple[Tensor, Tensor, Tensor]], config: ToneConfig, *,
 
     ``max_slope`` > 0: a penalty (mean excess, weight 1) on segments steeper than that. A curve that darkens an
     over-exposed photo and keeps its white ends in a cliff (v8's last segment: slope 9), which turns each 8-bit
-    step of a near-white sky into a visible contour line."""
+    step of a near-white sky into a visible contour line.
+
+    ``slope_from`` > 0: the penalty holds only the segments that start at or above that input level. Lifting a
+    -4 EV photo needs a slope of about 16 at the bottom (k1s3, capped everywhere, left dark photos 73 /255 too
+    dark at -4 EV); the contour lines are at the top, in the near-white tones."""
     torch.manual_seed(seed)
     feats = torch.stack([s[0] for s in samples])
     head = Probe(config, white=white)
@@ -175,6 +181,9 @@ def fit(samples: Sequence[tuple[Tensor, Tensor, Tensor]], config: ToneConfig, *,
         xs[k, :, :h, :w], ys[k, :, :h, :w], mask[k, :, :h, :w] = x, y, 1.0
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    if not 0.0 <= slope_from < 1.0:
+        raise ValueError(f"slope_from must be an input level in [0, 1), not {slope_from}")
+    capped = slice(math.ceil(slope_from * config.knots - 1e-6), None)  # the segments starting at or above it
     g = torch.Generator().manual_seed(seed)
     head.train()
     for step in range(steps):
@@ -183,7 +192,8 @@ def fit(samples: Sequence[tuple[Tensor, Tensor, Tensor]], config: ToneConfig, *,
         out = apply_curves(xs[idx], curves, guard)
         loss = ((out - ys[idx]).abs() * mask[idx]).sum() / (3 * mask[idx].sum())
         if max_slope > 0:
-            loss = loss + (curves.diff(dim=2) * config.knots - max_slope).clamp(min=0).mean()
+            slopes = curves.diff(dim=2)[:, :, capped] * config.knots
+            loss = loss + (slopes - max_slope).clamp(min=0).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -242,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "to the mean of the skies behind it")
     p.add_argument("--max-slope", type=float, default=0.0, metavar="S",
                    help="penalise curve segments steeper than S (contour lines in near-white skies; default off)")
+    p.add_argument("--slope-from", type=float, default=0.0, metavar="LEVEL",
+                   help="--max-slope holds only the segments from this input level up (e.g. 0.5: the bright tones, "
+                        "leaving the steep bottom that lifts a dark photo free; default 0: every segment)")
     p.add_argument("--hist-gamma", type=float, default=1.0,
                    help="the head's histograms read x ** (1 / G) (tone.hist_gamma; default 1: linear bins)")
     p.add_argument("--no-guard", action="store_true",
@@ -266,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     samples = training_samples(model, ToneCurve(config), root, config=Path(args.config), fused_cache=cache,
                                limit=args.limit)
     head = fit(samples, config, steps=args.steps, white=args.white, guard=guard, keep_blown=args.keep_blown,
-               max_slope=args.max_slope)
+               max_slope=args.max_slope, slope_from=args.slope_from)
     if args.export:
         print(f"wrote {export(model, head.head, args.export, guard=guard)}")
     methods = {args.label: probe_method(model, head, guard), **baseline_methods()}
