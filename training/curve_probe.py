@@ -113,9 +113,10 @@ class Probe(nn.Module):
 # ------------------------------------------------------------------------------------------ training data
 def training_samples(model: nn.Module, head: ToneCurve, data_root: Path, *, config: Path = DEFAULT_CONFIG,
                      fused_cache: str | Path | None = None, renders: int = 3, seed: int = 0,
-                     limit: int | None = None) -> list[tuple[Tensor, Tensor, Tensor]]:
-    """(features, input, target) at LOSS_SIDE for the training stacks (every frame toward the half-and-half
-    blend of fusion and rule frame, the blend toward itself) and ``renders`` renders of every training photo."""
+                     limit: int | None = None, fusion_alpha: float = 0.5) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """(features, input, target) at LOSS_SIDE for the training stacks (every frame toward the blend of fusion
+    and rule frame, ``fusion_alpha`` of the fusion: half and half by default; the blend toward itself) and
+    ``renders`` renders of every training photo."""
     data = read_toml(config)["data"]
     rng = np.random.default_rng(seed)
     out = []
@@ -125,7 +126,7 @@ def training_samples(model: nn.Module, head: ToneCurve, data_root: Path, *, conf
         out.append((features(model, head, x), resize_max(x, LOSS_SIDE), resize_max(y, LOSS_SIDE)))
 
     stacks = StackDataset(data_root / "stacks", exclude=data["val_scenes"], pairs="all", target="fused",
-                          fusion_alpha=0.5, fused_cache=fused_cache, identity=True)
+                          fusion_alpha=fusion_alpha, fused_cache=fused_cache, identity=True)
     n = len(stacks) if limit is None else min(limit, len(stacks))
     t0 = time.monotonic()
     for i in range(n):
