@@ -69,6 +69,7 @@ def test_probe_runs_end_to_end_and_writes_the_sheet(tmp_path: Path, capsys):
     out = tmp_path / "probe"
     main(["--data", str(root), "--weights", str(weights), "--config", str(cfg), "--steps", "20", "--limit", "2",
           "--max-side", "32", "--sweep-side", "32", "--fused-cache", str(tmp_path / "fused"), "--out", str(out),
+          "--fusion-alpha", "0.25", "--seed", "1",
           "--strip", str(root / "photos" / "kodak24" / "0.png"), str(tmp_path / "strip.png"),
           "--export", str(tmp_path / "toned.safetensors")])
     text = capsys.readouterr().out

@@ -256,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--slope-from", type=float, default=0.0, metavar="LEVEL",
                    help="--max-slope holds only the segments from this input level up (e.g. 0.5: the bright tones, "
                         "leaving the steep bottom that lifts a dark photo free; default 0: every segment)")
+    p.add_argument("--fusion-alpha", type=float, default=0.5, metavar="A",
+                   help="the training stack frames' targets: A of the fusion, 1 - A of the rule frame (default 0.5)")
+    p.add_argument("--seed", type=int, default=0, help="the fit's seed (its init and batches; default 0)")
     p.add_argument("--hist-gamma", type=float, default=1.0,
                    help="the head's histograms read x ** (1 / G) (tone.hist_gamma; default 1: linear bins)")
     p.add_argument("--no-guard", action="store_true",
@@ -278,9 +281,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = tone_config(model, args.hist_gamma)
     guard = None if args.no_guard else config.guard
     samples = training_samples(model, ToneCurve(config), root, config=Path(args.config), fused_cache=cache,
-                               limit=args.limit)
-    head = fit(samples, config, steps=args.steps, white=args.white, guard=guard, keep_blown=args.keep_blown,
-               max_slope=args.max_slope, slope_from=args.slope_from)
+                               limit=args.limit, fusion_alpha=args.fusion_alpha)
+    head = fit(samples, config, steps=args.steps, seed=args.seed, white=args.white, guard=guard,
+               keep_blown=args.keep_blown, max_slope=args.max_slope, slope_from=args.slope_from)
     if args.export:
         print(f"wrote {export(model, head.head, args.export, guard=guard)}")
     methods = {args.label: probe_method(model, head, guard), **baseline_methods()}
