@@ -11,8 +11,8 @@ the curve's shape kept). ``--mean`` adds a row for the files' mean curve. The wh
 per file on a 2-core CPU where the full sheet (``curve_probe``'s scoring, ``evaluate --targets``) takes 10 to 20
 minutes, so it is the loop for comparing heads; the full sheet stays the measure that is reported.
 
-What it showed (docs/weights_history.md, "v9"): v8n's and v9's curves are 16-19 /255 too dark on the held-out
-under-exposed stack frames against their rule frames and 18-20 too bright on the over-exposed ones, and the best
+What it showed (docs/weights_history.md, "v9"): v8n's and v9's curves are 19 /255 too dark on the held-out
+under-exposed stack frames against their rule frames and 18-19 too bright on the over-exposed ones, and the best
 gamma per image would add 2.4 to 5.4 dB on every subset but the identity ones: the head's per-image brightness is
 most of its error.
 """
