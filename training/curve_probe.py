@@ -167,6 +167,8 @@ def fit(samples: Sequence[tuple[Tensor, Tensor, Tensor]], config: ToneConfig, *,
     ``slope_from`` > 0: the penalty holds only the segments that start at or above that input level. Lifting a
     -4 EV photo needs a slope of about 16 at the bottom (k1s3, capped everywhere, left dark photos 73 /255 too
     dark at -4 EV); the contour lines are at the top, in the near-white tones."""
+    if not 0.0 <= slope_from < 1.0:
+        raise ValueError(f"slope_from must be an input level in [0, 1), not {slope_from}")
     torch.manual_seed(seed)
     feats = torch.stack([s[0] for s in samples])
     head = Probe(config, white=white)
@@ -182,8 +184,6 @@ def fit(samples: Sequence[tuple[Tensor, Tensor, Tensor]], config: ToneConfig, *,
         xs[k, :, :h, :w], ys[k, :, :h, :w], mask[k, :, :h, :w] = x, y, 1.0
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    if not 0.0 <= slope_from < 1.0:
-        raise ValueError(f"slope_from must be an input level in [0, 1), not {slope_from}")
     capped = slice(math.ceil(slope_from * config.knots - 1e-6), None)  # the segments starting at or above it
     g = torch.Generator().manual_seed(seed)
     head.train()
