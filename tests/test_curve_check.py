@@ -23,10 +23,13 @@ def test_best_gamma_finds_a_brightness_error_and_only_that():
     assert best_gamma_psnr(noisy, target) < float(psnr(noisy, target)) + 0.5
 
 
-def _photo(seed: int, h: int = 40, w: int = 56) -> np.ndarray:
-    g = torch.Generator().manual_seed(seed)
-    base = torch.nn.functional.interpolate(torch.rand(1, 3, 4, 4, generator=g), size=(h, w), mode="bicubic")[0]
-    return (base.clamp(0.05, 0.95).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+def _scene(seed: int) -> np.ndarray:
+    """A 40 x 56 8-bit picture: a colour ramp with a bright square, in [0.05, 0.9]."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0.05, 0.6, 56)[None, :, None] * rng.uniform(0.5, 1.0, 3)
+    img = np.broadcast_to(ramp, (40, 56, 3)).copy()
+    img[8:20, 10:24] = 0.9
+    return (img * 255).round().astype(np.uint8)
 
 
 def test_curve_check_prints_a_row_per_file_and_their_mean(tmp_path: Path, capsys):
@@ -36,11 +39,11 @@ def test_curve_check_prints_a_row_per_file_and_their_mean(tmp_path: Path, capsys
     for n, sid in enumerate(("src/HeldA", "src/HeldB")):
         scene = root / "stacks" / sid
         scene.mkdir(parents=True)
-        base = _photo(n).astype(np.float64)
+        base = _scene(n).astype(np.float64)
         for i, gain in enumerate((0.3, 1.0, 2.0)):
             Image.fromarray(np.clip(base * gain, 0, 255).round().astype(np.uint8)).save(scene / f"{i:02d}.png")
     (root / "photos" / "kodak24").mkdir(parents=True)
-    Image.fromarray(_photo(7)).save(root / "photos" / "kodak24" / "0.png")
+    Image.fromarray(_scene(7)).save(root / "photos" / "kodak24" / "0.png")
     cfg = tmp_path / "cfg.toml"
     cfg.write_text('[data]\nval_scenes = ["src/HeldA", "src/HeldB"]\nsynthetic_exclude = ["kodak24"]\n')
     files = []
