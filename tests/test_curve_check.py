@@ -32,20 +32,26 @@ def _scene(seed: int) -> np.ndarray:
     return (img * 255).round().astype(np.uint8)
 
 
-def test_curve_check_prints_a_row_per_file_and_their_mean(tmp_path: Path, capsys):
-    from restorex_core import RestoreX, RestoreXConfig, save_checkpoint
-
+def mini_data(tmp_path: Path, gains: tuple[float, ...] = (0.3, 1.0, 2.0)) -> tuple[Path, Path]:
+    """A data folder of two held-out stacks (a frame per gain) and one held-out photo, and the config naming them."""
     root = tmp_path / "data"
     for n, sid in enumerate(("src/HeldA", "src/HeldB")):
         scene = root / "stacks" / sid
         scene.mkdir(parents=True)
         base = _scene(n).astype(np.float64)
-        for i, gain in enumerate((0.3, 1.0, 2.0)):
+        for i, gain in enumerate(gains):
             Image.fromarray(np.clip(base * gain, 0, 255).round().astype(np.uint8)).save(scene / f"{i:02d}.png")
     (root / "photos" / "kodak24").mkdir(parents=True)
     Image.fromarray(_scene(7)).save(root / "photos" / "kodak24" / "0.png")
     cfg = tmp_path / "cfg.toml"
     cfg.write_text('[data]\nval_scenes = ["src/HeldA", "src/HeldB"]\nsynthetic_exclude = ["kodak24"]\n')
+    return root, cfg
+
+
+def test_curve_check_prints_a_row_per_file_and_their_mean(tmp_path: Path, capsys):
+    from restorex_core import RestoreX, RestoreXConfig, save_checkpoint
+
+    root, cfg = mini_data(tmp_path)
     files = []
     for seed in (0, 1):
         torch.manual_seed(seed)
