@@ -63,23 +63,16 @@ def blend_rows(items: Sequence[tuple[Tensor, Tensor, Tensor]], alphas: Sequence[
                ) -> list[tuple[str, float, float, float, float, float]]:
     """(label, PSNR vs rule, SSIM vs rule, PSNR vs fusion, SSIM vs fusion, mean luma /255) per blend, then
     auto-gamma's; a blend equal to a target scores ``inf`` / 1 against it."""
-    rows = []
-    for a in alphas:
-        cells = [[], [], [], [], []]
-        for _, r, f in items:
-            b = (a * f + (1 - a) * r).clamp(0, 1)
-            for i, v in enumerate((psnr(b, r), ssim(b, r), psnr(b, f), ssim(b, f))):
+    def scored(label: str, outputs: Sequence[Tensor]) -> tuple[str, float, float, float, float, float]:
+        cells: list[list[float]] = [[], [], [], [], []]
+        for o, (_, r, f) in zip(outputs, items, strict=True):
+            for i, v in enumerate((psnr(o, r), ssim(o, r), psnr(o, f), ssim(o, f))):
                 cells[i].append(float(v))
-            cells[4].append(luma(b))
-        rows.append((f"blend a = {a:g}", *(_mean(c) for c in cells)))
-    cells = [[], [], [], [], []]
-    for x, r, f in items:
-        o = auto_gamma(x)
-        for i, v in enumerate((psnr(o, r), ssim(o, r), psnr(o, f), ssim(o, f))):
-            cells[i].append(float(v))
-        cells[4].append(luma(o))
-    rows.append(("auto-gamma", *(_mean(c) for c in cells)))
-    return rows
+            cells[4].append(luma(o))
+        return (label, *(_mean(c) for c in cells))
+
+    rows = [scored(f"blend a = {a:g}", [(a * f + (1 - a) * r).clamp(0, 1) for _, r, f in items]) for a in alphas]
+    return rows + [scored("auto-gamma", [auto_gamma(x) for x, _, _ in items])]
 
 
 def compared_rows(folders: Sequence[str | Path], side: str) -> list[tuple[str, float, float, float, float, float]]:
