@@ -11,7 +11,7 @@ from PIL import Image
 from torch import Tensor
 
 from restorex_core.arch.tone import ToneConfig, apply_curves, identity_curves
-from training.curve_probe import KNOTS, Probe, fit, main
+from training.curve_probe import KNOTS, Probe, StackSource, cross_validate, cv_markdown, fit, main
 from training.metrics import psnr
 
 
@@ -148,3 +148,61 @@ def test_slope_from_caps_the_bright_segments_only():
     assert slopes["top"][1] > 0.95 * lift and slopes["all"][1] < 0.8 * lift, slopes  # kept unless the bottom is capped
     with pytest.raises(ValueError, match="slope_from"):
         fit(bright, config, steps=1, max_slope=2.5, slope_from=1.0)
+
+
+def test_cross_validation_scores_each_scene_with_a_head_that_never_saw_it():
+    """Six scenes told apart only by a one-hot feature, each with its own brightening: a head fitted on all of them
+    gets every scene right; scored on scenes it was not fitted on it cannot, and the cross-validation says so."""
+    g = torch.Generator().manual_seed(3)
+    samples, sources = [], []
+    for scene in range(6):
+        gain = 1.5 if scene % 2 else 3.0
+        for _ in range(3):
+            x = torch.rand(3, 12, 16, generator=g) * 0.2 + 0.05
+            f = torch.zeros(12)
+            f[scene] = 1.0
+            samples.append((f, x, (x * gain).clamp(0, 1)))
+            sources.append(StackSource(f"s{scene}", "under", 0.0))
+    config = ToneConfig(knots=KNOTS, prior_dim=6, num_priors=1, bins=2, hidden=32)  # 6 + 3 x 2 = 12 features
+    kw = {"steps": 300, "batch": 16, "lr": 3e-3}
+    head = fit(samples, config, **kw)
+
+    def luma_of(t: Tensor) -> float:
+        return float((t * torch.tensor([0.2126, 0.7152, 0.0722]).view(3, 1, 1)).sum(0).mean()) * 255
+
+    with torch.no_grad():
+        seen = [abs(luma_of(apply_curves(x[None], head(f[None]), None)[0]) - luma_of(y)) for f, x, y in samples]
+    rows = cross_validate(samples, sources, config, folds=3, **kw)
+    assert len(rows) == len(samples) and {r[0] for r in rows} == {"under"}
+    unseen = [abs(out - target) for _, _, out, target, _ in rows]
+    assert sum(seen) / len(seen) < 3 and sum(unseen) / len(unseen) > 3 * sum(seen) / len(seen), (seen, unseen)
+    table = cv_markdown(rows, 3)
+    assert "3-fold" in table and "| rule under | 18 |" in table and "| rule over" not in table
+    with pytest.raises(ValueError, match="as many training stack scenes"):
+        cross_validate(samples, sources, config, folds=7, **kw)
+
+
+def test_probe_cross_validates_on_a_data_folder(tmp_path: Path, capsys):
+    from restorex_core import RestoreX, RestoreXConfig, save_checkpoint
+    from tests.test_curve_check import mini_data
+
+    root, cfg = mini_data(tmp_path, gains=(0.3, 1.0, 2.0, 5.0))  # two held-out scenes: add four to train on
+    for n in range(4):
+        scene = root / "stacks" / "src" / f"Train{n}"
+        scene.mkdir(parents=True)
+        base = _photo(20 + n).astype(np.float64) * 0.4
+        for i, gain in enumerate((0.3, 1.0, 2.0, 5.0)):
+            Image.fromarray(np.clip(base * gain, 0, 255).round().astype(np.uint8)).save(scene / f"{i:02d}.png")
+    (root / "photos" / "bsds500").mkdir(parents=True)
+    Image.fromarray(_photo(30)).save(root / "photos" / "bsds500" / "0.png")
+    torch.manual_seed(0)
+    weights = save_checkpoint(RestoreX(RestoreXConfig.tiny()).eval(), tmp_path / "m.safetensors")
+    args = ["--data", str(root), "--weights", str(weights), "--config", str(cfg), "--steps", "10",
+            "--fused-cache", str(tmp_path / "fused")]
+    main([*args, "--cv", "2"])
+    table = capsys.readouterr().out
+    assert "2-fold cross-validation" in table, table
+    for side in ("under", "over"):  # each training scene has one rule frame of each role
+        assert f"| rule {side} | 4 |" in table, table
+    with pytest.raises(SystemExit):
+        main([*args, "--cv", "2", "--export", str(tmp_path / "x.safetensors")])

@@ -22,6 +22,8 @@ channel curves everywhere, as the first probe ran). Nothing in it is tuned on th
 below), and its output is the input under a curve, so it restores nothing local. ``--export FILE`` writes the
 weights with the fitted head as their tone path: part 1 of the v6 recipe
 (``training/configs/experiments/default_v6.toml``), which then trains the Restormer behind the frozen curve.
+``--cv K`` fits K heads instead, each without one K-th of the training stack scenes, and prints their brightness on
+the scenes they did not see (:func:`cross_validate`): whether what a head learnt of a scene's brightness carries over.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +46,7 @@ from torch import Tensor, nn
 from restorex_core.arch.tone import ToneConfig, ToneCurve, apply_curves
 
 from .config import read_toml
+from .curve_check import luma
 from .datasets import load_image
 from .heldout import (
     AUTO_GAMMA,
@@ -125,8 +129,7 @@ def training_samples(model: nn.Module, head: ToneCurve, data_root: Path, *, conf
         x, y = resize_max(x, FEATURE_SIDE), resize_max(y, FEATURE_SIDE)
         out.append((features(model, head, x), resize_max(x, LOSS_SIDE), resize_max(y, LOSS_SIDE)))
 
-    stacks = StackDataset(data_root / "stacks", exclude=data["val_scenes"], pairs="all", target="fused",
-                          fusion_alpha=fusion_alpha, fused_cache=fused_cache, identity=True)
+    stacks = _training_stacks(data_root, data, fused_cache, fusion_alpha)
     n = len(stacks) if limit is None else min(limit, len(stacks))
     t0 = time.monotonic()
     for i in range(n):
@@ -145,6 +148,91 @@ def training_samples(model: nn.Module, head: ToneCurve, data_root: Path, *, conf
                 add(exposed(y, float(rng.uniform(*EV_RANGE)), rng, noise=True), y)
     logger.info("%d samples in all, %d photos (%.0f s)", len(out), len(photos), time.monotonic() - t0)
     return out
+
+
+def _training_stacks(data_root: Path, data: dict, fused_cache: str | Path | None, fusion_alpha: float
+                     ) -> StackDataset:
+    """The training stack pairs of :func:`training_samples`, in its order (the held-out scenes left out)."""
+    return StackDataset(data_root / "stacks", exclude=data["val_scenes"], pairs="all", target="fused",
+                        fusion_alpha=fusion_alpha, fused_cache=fused_cache, identity=True)
+
+
+@dataclass(frozen=True)
+class StackSource:
+    """Where one of :func:`training_samples`' stack samples comes from."""
+
+    scene: str
+    rule_role: str | None  # "under" / "over": the GT rule's frame of that role (what the held-out subsets score)
+    rule_luma: float  # the scene's rule frame's mean luma (/255) at LOSS_SIDE
+
+
+def stack_sources(data_root: Path, *, config: Path = DEFAULT_CONFIG, fused_cache: str | Path | None = None,
+                  limit: int | None = None, fusion_alpha: float = 0.5) -> list[StackSource]:
+    """One :class:`StackSource` per stack sample of :func:`training_samples` with the same arguments, in its
+    order: the stack samples come first there, the photo renders after them."""
+    stacks = _training_stacks(data_root, read_toml(config)["data"], fused_cache, fusion_alpha)
+    rule_luma, role_of = {}, {}
+    for sid, frames in stacks.scenes.items():
+        roles = stacks.roles[sid]
+        rule_luma[sid] = luma(resize_max(load_image(frames[roles.gt].path), LOSS_SIDE))
+        for k, role in ((roles.under, "under"), (roles.over, "over")):
+            if k is not None:
+                role_of[f"{sid}/{frames[k].path.name}"] = role
+    pairs = stacks.pairs if limit is None else stacks.pairs[:limit]
+    out = []
+    for pair in pairs:
+        sid = pair.name.rsplit("/", 1)[0]
+        out.append(StackSource(sid, role_of.get(pair.name), rule_luma[sid]))
+    return out
+
+
+def cross_validate(samples: Sequence[tuple[Tensor, Tensor, Tensor]], sources: Sequence[StackSource],
+                   config: ToneConfig, *, folds: int = 5, guard: tuple[float, float] | None = None,
+                   **fit_kwargs) -> list[tuple[str, float, float, float, float]]:
+    """The head's brightness on stack scenes it was not fitted on: the training scenes split into ``folds`` (every
+    ``folds``-th scene in sorted order), a head fitted (:func:`fit`, ``fit_kwargs``) on all the samples but one
+    fold's scenes' (the photo renders always kept), and scored on that fold's rule under / over frames.
+
+    Returns (side, input, output, target, rule frame) per scored frame: their mean luma /255, ``target`` being the
+    sample's own (the blend it is fitted toward). ``sources``: :func:`stack_sources`, one per stack sample, the
+    stack samples first in ``samples``."""
+    scenes = sorted({s.scene for s in sources})
+    if len(scenes) < folds or folds < 2:
+        raise ValueError(f"cross-validation over {folds} folds needs at least 2 folds and as many training stack "
+                         f"scenes; the data has {len(scenes)}")
+    fold_of = {sid: k % folds for k, sid in enumerate(scenes)}
+    rows = []
+    for f in range(folds):
+        held = [i for i, s in enumerate(sources) if fold_of[s.scene] == f]
+        kept = [sample for i, sample in enumerate(samples) if i >= len(sources) or fold_of[sources[i].scene] != f]
+        head = fit(kept, config, guard=guard, **fit_kwargs)
+        for i in held:
+            if sources[i].rule_role is None:
+                continue
+            feats, x, y = samples[i]
+            with torch.inference_mode():
+                out = apply_curves(x[None], head(feats[None]), guard)[0]
+            rows.append((sources[i].rule_role, luma(x), luma(out), luma(y), sources[i].rule_luma))
+        logger.info("fold %d of %d: %d scenes held out", f + 1, folds, sum(v == f for v in fold_of.values()))
+    return rows
+
+
+def cv_markdown(rows: Sequence[tuple[str, float, float, float, float]], folds: int) -> str:
+    """:func:`cross_validate`'s rows per side: mean luma of input / output / target / rule frame, the output's
+    errors against both, and how its brightness follows the rule frame's scene by scene."""
+    lines = [f"The head's brightness on unseen stack scenes ({folds}-fold cross-validation by scene; mean luma /255)",
+             "",
+             "| frames | n | input | output (range) | target | rule frame | output - target | output - rule frame "
+             "| correlation with the rule frame |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for side in ("under", "over"):
+        r = np.array([row[1:] for row in rows if row[0] == side], dtype=np.float64).reshape(-1, 4)
+        if not len(r):
+            continue
+        corr = float(np.corrcoef(r[:, 1], r[:, 3])[0, 1]) if len(r) > 2 and r[:, 1].std() > 0 else float("nan")
+        lines.append(f"| rule {side} | {len(r)} | {r[:, 0].mean():.0f} | {r[:, 1].mean():.0f} ({r[:, 1].min():.0f}-"
+                     f"{r[:, 1].max():.0f}) | {r[:, 2].mean():.0f} | {r[:, 3].mean():.0f} | "
+                     f"{(r[:, 1] - r[:, 2]).mean():+.1f} | {(r[:, 1] - r[:, 3]).mean():+.1f} | {corr:.2f} |")
+    return "\n".join(lines)
 
 
 def fit(samples: Sequence[tuple[Tensor, Tensor, Tensor]], config: ToneConfig, *, steps: int = 4000,
@@ -268,8 +356,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--strip", nargs=2, metavar=("IMAGE", "PNG"), action="append", default=[],
                    help="also write a strip of IMAGE (input | the weights | probe | auto-gamma) to PNG (repeatable)")
     p.add_argument("--no-score", action="store_true", help="fit, then only the strips")
+    p.add_argument("--cv", type=int, metavar="K",
+                   help="instead: fit K heads, each without one K-th of the training stack scenes, and print their "
+                        "brightness on the rule under / over frames of the scenes they did not see (cv_markdown)")
     p.add_argument("--out", default="out/curve_probe")
     args = p.parse_args(argv)
+    if args.cv and args.export:
+        p.error("--cv fits one head per fold and scores them; it exports none: drop --export")
     if args.export and args.white:
         p.error("--export writes the core's tone path, whose curves are free at the top: drop --white")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -282,6 +375,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     guard = None if args.no_guard else config.guard
     samples = training_samples(model, ToneCurve(config), root, config=Path(args.config), fused_cache=cache,
                                limit=args.limit, fusion_alpha=args.fusion_alpha)
+    if args.cv:
+        sources = stack_sources(root, config=Path(args.config), fused_cache=cache, limit=args.limit,
+                                fusion_alpha=args.fusion_alpha)
+        rows = cross_validate(samples, sources, config, folds=args.cv, guard=guard, steps=args.steps,
+                              seed=args.seed, white=args.white, keep_blown=args.keep_blown, max_slope=args.max_slope,
+                              slope_from=args.slope_from)
+        print(cv_markdown(rows, args.cv))
+        return
     head = fit(samples, config, steps=args.steps, seed=args.seed, white=args.white, guard=guard,
                keep_blown=args.keep_blown, max_slope=args.max_slope, slope_from=args.slope_from)
     if args.export:
