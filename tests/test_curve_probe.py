@@ -11,6 +11,7 @@ from PIL import Image
 from torch import Tensor
 
 from restorex_core.arch.tone import ToneConfig, apply_curves, identity_curves
+from training.curve_check import luma
 from training.curve_probe import KNOTS, Probe, StackSource, cross_validate, cv_markdown, fit, main
 from training.metrics import psnr
 
@@ -167,11 +168,8 @@ def test_cross_validation_scores_each_scene_with_a_head_that_never_saw_it():
     kw = {"steps": 300, "batch": 16, "lr": 3e-3}
     head = fit(samples, config, **kw)
 
-    def luma_of(t: Tensor) -> float:
-        return float((t * torch.tensor([0.2126, 0.7152, 0.0722]).view(3, 1, 1)).sum(0).mean()) * 255
-
     with torch.no_grad():
-        seen = [abs(luma_of(apply_curves(x[None], head(f[None]), None)[0]) - luma_of(y)) for f, x, y in samples]
+        seen = [abs(luma(apply_curves(x[None], head(f[None]), None)[0]) - luma(y)) for f, x, y in samples]
     rows = cross_validate(samples, sources, config, folds=3, **kw)
     assert len(rows) == len(samples) and {r[0] for r in rows} == {"under"}
     unseen = [abs(out - target) for _, _, out, target, _ in rows]

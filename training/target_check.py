@@ -36,7 +36,7 @@ from torch import Tensor
 from .baselines import auto_gamma
 from .curve_check import luma
 from .heldout import DEFAULT_CONFIG, MAX_LOSS_DB, Downscaled, heldout_subsets, read_results, summarise
-from .metrics import psnr, ssim
+from .metrics import mean_or_nan, psnr, ssim
 
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 MARGIN_DB, MARGIN_SSIM = 1.0, 0.02  # the fusion bar: beat auto-gamma by this much
@@ -55,10 +55,6 @@ def pairs(subsets: Sequence, side: str) -> list[tuple[Tensor, Tensor, Tensor]]:
     return out
 
 
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else math.nan
-
-
 def blend_rows(items: Sequence[tuple[Tensor, Tensor, Tensor]], alphas: Sequence[float] = ALPHAS
                ) -> list[tuple[str, float, float, float, float, float]]:
     """(label, PSNR vs rule, SSIM vs rule, PSNR vs fusion, SSIM vs fusion, mean luma /255) per blend, then
@@ -69,7 +65,7 @@ def blend_rows(items: Sequence[tuple[Tensor, Tensor, Tensor]], alphas: Sequence[
             for i, v in enumerate((psnr(o, r), ssim(o, r), psnr(o, f), ssim(o, f))):
                 cells[i].append(float(v))
             cells[4].append(luma(o))
-        return (label, *(_mean(c) for c in cells))
+        return (label, *(mean_or_nan(c) for c in cells))
 
     rows = [scored(f"blend a = {a:g}", [(a * f + (1 - a) * r).clamp(0, 1) for _, r, f in items]) for a in alphas]
     return rows + [scored("auto-gamma", [auto_gamma(x) for x, _, _ in items])]
