@@ -87,10 +87,11 @@ def test_ssim_loss_and_colour_loss():
 def data_root(tmp_path: Path) -> Path:
     """A miniature shared/data: two held-out stack scenes and two held-out photo sets."""
     root = tmp_path / "data"
-    for sid, gains in (("src/SceneA", (0.25, 1.0, 2.2)), ("src/SceneB", (0.3, 1.0, 1.9))):
+    # fixed seeds: str hashes change from run to run, and one scene in a hundred then had no over-exposed frame
+    for seed, (sid, gains) in enumerate((("src/SceneA", (0.25, 1.0, 2.2)), ("src/SceneB", (0.3, 1.0, 1.9))), 1):
         scene = root / "stacks" / sid
         scene.mkdir(parents=True)
-        base = _photo(hash(sid) % 100).astype(np.float64)
+        base = _photo(seed).astype(np.float64)
         for i, g in enumerate(gains):
             Image.fromarray(np.clip(base * g, 0, 255).round().astype(np.uint8)).save(scene / f"{i:02d}.png")
     for s, n in (("kodak24", 2), ("mcmaster", 1), ("bsds500", 2)):
