@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from restorex_core import load_checkpoint  # noqa: E402
-from restorex_core.sequence import iter_corrected, luma_mean  # noqa: E402
+from restorex_core.images import luma_mean  # noqa: E402
+from restorex_core.sequence import iter_corrected  # noqa: E402
 from training.synthetic import render_exposure  # noqa: E402
 
 PHOTOS = ("kodak24/0002.png", "kodak24/0014.png", "kodak24/0022.png", "mcmaster/0003.png", "mcmaster/0011.png")

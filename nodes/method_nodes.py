@@ -24,6 +24,11 @@ OVERLAP = ("INT", {"default": 32, "min": 0, "max": 1024, "step": 8, "tooltip": "
                    "at least 8, and at most (tile - 8) / 2."})
 STRENGTH = ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
                       "tooltip": "Blend with the input: 0 = unchanged, 1 = fully corrected."})
+AUTO_STRENGTH = ("BOOLEAN", {"default": True,
+                             "tooltip": "Leave well-exposed photos alone: weights with a correction gate (the "
+                                        "bundled default) give each photo only the share of the correction it "
+                                        "needs, and a good photo comes back unchanged. Off: always the full "
+                                        "correction. Weights without a gate always correct in full."})
 FEATHER = ("INT", {"default": 16, "min": 0, "max": 512,
                    "tooltip": "Soft edge of the mask, in pixels (Gaussian). Ignored without a mask."})
 

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from restorex_core.compose import correct_sequence_blended
 
-from .method_nodes import CATEGORY, FEATHER, MODEL, OVERLAP, SEED, STEPS, STRENGTH, TILE
+from .method_nodes import AUTO_STRENGTH, CATEGORY, FEATHER, MODEL, OVERLAP, SEED, STEPS, STRENGTH, TILE
 from .runtime import ManagedRestoreX, image_out, prepare
 
 
@@ -35,7 +35,8 @@ class ExposureCorrectVideo:
                 "tile": TILE, "overlap": OVERLAP,
             },
             "optional": {"mask": ("MASK", {"tooltip": "Correct only where the mask is 1: one mask for the whole "
-                                                      "clip or one per frame (any size: resized to the frames)."})},
+                                                      "clip or one per frame (any size: resized to the frames)."}),
+                         "auto_strength": AUTO_STRENGTH},
         }
 
     RETURN_TYPES, RETURN_NAMES, FUNCTION, CATEGORY = ("IMAGE",), ("frames",), "correct", CATEGORY
@@ -43,10 +44,12 @@ class ExposureCorrectVideo:
     DESCRIPTION = " ".join(__doc__.split())
 
     def correct(self, model: ManagedRestoreX, frames: Tensor, window: int, hold: int, seed: int, steps: int,
-                strength: float, feather: int, tile: int, overlap: int, mask: Tensor | None = None) -> tuple[Tensor]:
+                strength: float, feather: int, tile: int, overlap: int, mask: Tensor | None = None,
+                auto_strength: bool = True) -> tuple[Tensor]:
         clip = frames.movedim(-1, 1)  # (T, C, H, W) on the host; each frame moves to the device when it runs
         with torch.inference_mode():  # memory and the tile planned for one frame
             net, _, run = prepare(model, frames[:1], tile=tile)
             out = correct_sequence_blended(net, clip, window=window, hold=hold, seed=seed, steps=steps or None,
-                                           overlap=overlap, strength=strength, mask=mask, feather=feather, **run)
+                                           overlap=overlap, strength=strength, mask=mask, feather=feather,
+                                           auto_strength=auto_strength, **run)
             return (image_out(out, frames),)

@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     correct.add_argument("--seed", type=int, default=0, help=f"seed of the prior diffusion, 0..{SEED_MAX} (default 0)")
     correct.add_argument("--steps", type=int, metavar="N", help="reverse diffusion steps, 1..T of the checkpoint "
                          "(default: all T)")
+    correct.add_argument("--full-strength", action="store_true",
+                         help="correct every image in full, also those the weights' correction gate would leave "
+                              "(or partly leave) as they are because they look well exposed")
     correct.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG quality of outputs (default 95)")
     correct.add_argument("--recursive", action="store_true", help="also take images in sub-folders (the folder "
                          "structure is kept under --out)")
@@ -379,7 +382,7 @@ def correct_file(model: RestoreX, src: Path, dst: Path, args: argparse.Namespace
     colour, alpha = restorex_io.split_alpha(loaded.tensor)
     with torch.inference_mode():
         out = model.correct(colour, seed=args.seed, steps=args.steps, tile=args.tile, overlap=args.overlap,
-                            max_memory=args.max_memory, progress=progress)
+                            max_memory=args.max_memory, auto_strength=not args.full_strength, progress=progress)
         out = out.float().cpu()
         if alpha is not None:
             out = torch.cat([out, alpha], dim=1)
@@ -491,7 +494,8 @@ def correct_sequence_files(model: RestoreX, jobs: list[tuple[Path, Path]], args:
         try:
             with torch.inference_mode():
                 for t, out in iter_corrected(model, frames, window=args.window, hold=args.hold, seed=args.seed,
-                                             steps=args.steps, tile=args.tile, overlap=args.overlap):
+                                             steps=args.steps, tile=args.tile, overlap=args.overlap,
+                                             auto_strength=not args.full_strength):
                     _, loaded, alpha = frames.last  # batch 1: the frame just read is frame t
                     out = out.float().cpu() if alpha is None else torch.cat([out.float().cpu(), alpha], dim=1)
                     jobs[t][1].parent.mkdir(parents=True, exist_ok=True)

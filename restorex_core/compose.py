@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 def correct_sequence_blended(model: RestoreX, frames: Tensor, *, window: int = 9, hold: int = HOLD, seed: int = 0,
                              steps: int | None = None, tile: int | None = None, overlap: int = 32,
                              strength: float = 1.0, mask: Tensor | None = None, feather: int = 0,
-                             max_memory: int | None = None, progress: Callable[[int, int], None] | None = None,
+                             auto_strength: bool = True, max_memory: int | None = None,
+                             progress: Callable[[int, int], None] | None = None,
                              interrupt: Callable[[], None] | None = None) -> Tensor:
     """:func:`.sequence.correct_sequence` on a clip, each frame blended back as ``RestoreX.correct`` blends.
 
@@ -39,6 +40,8 @@ def correct_sequence_blended(model: RestoreX, frames: Tensor, *, window: int = 9
             device when it runs; the result is made on ``frames``' device).
         mask: None, one mask for every frame, or one per frame ((T, H, W) or (T, 1, H, W)); any size.
         tile, overlap, max_memory: as in ``RestoreX.restore`` ("auto" planned for one frame).
+        auto_strength: for weights with a correction gate, each frame keeps the share the gate gives it
+            (:func:`.sequence.iter_corrected`).
         progress: called as (done, T) per frame; interrupt: called between frames, raises to stop.
     Returns:
         (T, C, H, W) in ``frames``' dtype.
@@ -60,7 +63,7 @@ def correct_sequence_blended(model: RestoreX, frames: Tensor, *, window: int = 9
         return frames.clone()
     out = torch.empty_like(frames)
     for t, corrected in iter_corrected(model, frames, window=window, hold=hold, seed=seed, steps=steps, tile=tile,
-                                       overlap=overlap, max_memory=max_memory, progress=progress,
-                                       interrupt=interrupt):
+                                       overlap=overlap, max_memory=max_memory, auto_strength=auto_strength,
+                                       progress=progress, interrupt=interrupt):
         out[t] = blend(frames[t : t + 1], corrected, weight(t).to(frames.device))[0]
     return out

@@ -7,13 +7,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .arch.clip_vit import ClipVisionConfig
+from .arch.gate import GateConfig
 from .arch.pem import PEMConfig
 from .arch.prior_diffusion import FFEDMConfig
 from .arch.restormer import RestormerConfig
 from .arch.tone import ToneConfig
 
 _SECTIONS = {"clip": ClipVisionConfig, "pem": PEMConfig, "ffedm": FFEDMConfig, "restormer": RestormerConfig,
-             "tone": ToneConfig}
+             "tone": ToneConfig, "gate": GateConfig}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,6 +24,7 @@ class RestoreXConfig:
     ffedm: FFEDMConfig = field(default_factory=FFEDMConfig)
     restormer: RestormerConfig = field(default_factory=RestormerConfig)
     tone: ToneConfig = field(default_factory=ToneConfig)  # knots = 0: none (the paper's model)
+    gate: GateConfig = field(default_factory=GateConfig)  # hidden = 0: none (the paper's model)
 
     def __post_init__(self) -> None:
         n, d = len(self.clip.taps), self.pem.dim
@@ -37,6 +39,8 @@ class RestoreXConfig:
              f"restormer.num_priors {self.restormer.num_priors} != number of clip.taps {n}"),
             (not self.tone.enabled or (self.tone.prior_dim, self.tone.num_priors) == (d, n),
              f"tone reads {self.tone.num_priors} priors of D={self.tone.prior_dim}; the PEM gives {n} of D={d}"),
+            (not self.gate.enabled or (self.gate.prior_dim, self.gate.num_priors) == (d, n),
+             f"gate reads {self.gate.num_priors} priors of D={self.gate.prior_dim}; the PEM gives {n} of D={d}"),
         ]
         errors = [msg for ok, msg in checks if not ok]
         if errors:

@@ -17,7 +17,7 @@ from .config import RestoreXConfig
 from .errors import CheckpointError
 from .model import RestoreX
 
-SUBMODULES = ("clip", "pem_reference", "pem_input", "ffedm", "restormer", "tone")
+SUBMODULES = ("clip", "pem_reference", "pem_input", "ffedm", "restormer", "tone", "gate")
 _HEADER_KEYS = {"format", "format_version", "config", "clip_stored"}
 
 
@@ -55,7 +55,7 @@ def describe_checkpoint(path: str | os.PathLike[str], *, model: RestoreX | None 
     counts: dict[str, dict[str, int]] = {}
     for name in SUBMODULES:
         values = [torch.Size(s).numel() for k, s in stored.items() if k.startswith(f"{name}.")]
-        module = getattr(model, name)  # tone: None for the paper's model (no tone path)
+        module = getattr(model, name)  # tone, gate: None for the paper's model (no tone path, no gate)
         params = 0 if module is None else sum(p.numel() for p in module.parameters())
         counts[name] = {"parameters": params, "stored_values": sum(values), "stored_tensors": len(values)}
     counts["total"] = {key: sum(c[key] for c in counts.values()) for key in counts["clip"]}

@@ -118,3 +118,11 @@ def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
         return x, (h, w)
     mode = "reflect" if ph < h and pw < w else "replicate"
     return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
+
+
+def luma_mean(images: Tensor) -> Tensor:
+    """(B, C, H, W) in [0, 1] -> (B,) mean Rec. 601 luma (gray: the channel itself; alpha ignored)."""
+    if images.shape[1] == 1:
+        return images.float().mean(dim=(1, 2, 3))
+    weights = torch.tensor(LUMA, device=images.device).view(1, 3, 1, 1)
+    return (images[:, :3].float() * weights).sum(dim=1).mean(dim=(1, 2))

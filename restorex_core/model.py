@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .arch.clip_vit import ClipVision
+from .arch.gate import CorrectionGate, held_back
 from .arch.pem import PriorExtraction
 from .arch.prior_diffusion import FFEDM
 from .arch.restormer import PriorRestormer
@@ -48,7 +49,8 @@ class RestoreX(nn.Module):
     """The full model. State-dict namespaces: ``clip``, ``pem_reference`` (PEM-S1, applied to well-exposed
     images), ``pem_input`` (PEM-S2, applied to the degraded input), ``ffedm``, ``restormer``, and ``tone`` (the
     global tone path, not in the paper: a curve per channel read off the input, applied before the Restormer;
-    only when ``config.tone.knots > 0``).
+    only when ``config.tone.knots > 0``) and ``gate`` (the correction gate, not in the paper: how much of the
+    correction each image gets, read off the input; only when ``config.gate.hidden > 0``).
 
     Images everywhere are (B, C, H, W) float in [0, 1] with C in {1, 3, 4} and any H, W >= 1; outputs have
     the same shape, clamped to [0, 1]. Nothing here disables gradients: wrap inference in
@@ -79,6 +81,7 @@ class RestoreX(nn.Module):
         self.ffedm = FFEDM(config.ffedm)
         self.restormer = PriorRestormer(config.restormer)
         self.tone = ToneCurve(config.tone) if config.tone.enabled else None
+        self.gate = CorrectionGate(config.gate) if config.gate.enabled else None
         self.scheduler = DDPMScheduler.from_config(config.ffedm)
 
     @property
@@ -169,6 +172,22 @@ class RestoreX(nn.Module):
         rgb = split_channels(check_images(images)).rgb
         vectors = priors.expand(rgb.shape[0]).to(self.device, self.dtype).vectors
         return self.tone(list(vectors), rgb.to(self.device))
+
+    # -- 3b. the correction gate (not in the paper) ------------------------------------------------
+    def correction_strength(self, images: Tensor, priors: Priors | None = None) -> Tensor | None:
+        """How much of the correction the gate gives each of ``images``: (B,) fp32 in [0, 1] (0: a photo to leave
+        as it is), None for a model without a gate. ``priors``: the images' raw input priors when already at
+        hand (:meth:`extract_priors`), else read here."""
+        if self.gate is None:
+            return None
+        if priors is None:
+            priors = self.extract_priors(images, source="input")
+        elif priors.source != "input" or priors.enhanced:
+            raise ValueError("the correction gate reads the raw input priors (ExtractCLIPPriors / extract_priors), "
+                             f"not {'enhanced' if priors.enhanced else priors.source} priors")
+        rgb = split_channels(check_images(images)).rgb
+        vectors = priors.expand(rgb.shape[0]).to(self.device, self.dtype).vectors
+        return self.gate(list(vectors), rgb.to(self.device))
 
     def _toned(self, rgb: Tensor, curves: Tensor | None) -> Tensor:
         """``rgb`` through ``curves`` (computed here when None), in bands of rows: an 8K photo's lookup stays
@@ -372,12 +391,16 @@ class RestoreX(nn.Module):
         strength: float = 1.0,
         mask: Tensor | None = None,
         feather: int = 0,
+        auto_strength: bool = True,
         progress: Progress | None = None,
         interrupt: Interrupt | None = None,
     ) -> Tensor:
         """The whole method: priors from the input, enhanced by FFEDM, injected into the Restormer, then blended
         back at ``strength`` inside ``mask`` (:func:`restorex_core.compose.correction_weight`; an alpha channel is
-        kept). Nothing runs when the weight is zero everywhere (strength 0 or an empty mask).
+        kept). For weights with a correction gate, ``auto_strength`` (the default) scales each image's weight by
+        the strength the gate reads off it (:meth:`correction_strength`): a well-exposed photo comes back as it is;
+        ``auto_strength=False`` corrects every image in full. Nothing runs when the weight is zero everywhere
+        (strength 0, an empty mask, or the gate leaving every image alone).
 
         ``tile``, ``overlap``, ``max_memory``, ``progress`` (per Restormer tile) and ``interrupt`` as in
         :meth:`restore`. ``mask``: None (everywhere), or (B or 1, H, W) / (H, W) / (B or 1, 1, H, W) float in
@@ -392,8 +415,16 @@ class RestoreX(nn.Module):
         if interrupt is not None:
             interrupt()
         raw = self.extract_priors(images, source="input")
+        gate = self.correction_strength(images, raw) if auto_strength else None
+        if gate is not None and not self.config.gate.brightening_only and not bool((gate > 0).any()):
+            return images.clone()  # the gate leaves every image as it is: no need to run the Restormer
         curves = self.tone_curves(images, raw)
         priors = self.enhance_priors(raw, steps=steps, seed=seed, interrupt=interrupt)
         out = self.restore(images, priors, tile=tile, overlap=overlap, max_memory=max_memory, progress=progress,
                            interrupt=interrupt, curves=curves)
-        return out if mask is None and strength == 1.0 else blend(images, out, weight.to(images.device))
+        if gate is not None:
+            kept = held_back(gate, images, out, brightening_only=self.config.gate.brightening_only)
+            weight = weight * kept.cpu().view(-1, 1, 1, 1)  # (B, 1, H or 1, W or 1)
+        if mask is None and weight.numel() == 1 and float(weight) == 1.0:
+            return out
+        return blend(images, out, weight.to(images.device))

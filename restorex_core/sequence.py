@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .arch.gate import held_back
+from .blending import blend
 from .errors import ImageInputError
 from .images import LUMA, linear_to_srgb, srgb_to_linear
 from .priors import Priors
@@ -209,14 +211,6 @@ def _ev(lum: Tensor) -> Tensor:
     return torch.log2(lum.mean(dim=(1, 2)).clamp_min(1e-6))
 
 
-def luma_mean(images: Tensor) -> Tensor:
-    """(B, C, H, W) in [0, 1] -> (B,) mean Rec. 601 luma (gray: the channel itself; alpha ignored)."""
-    if images.shape[1] == 1:
-        return images.float().mean(dim=(1, 2, 3))
-    weights = torch.tensor(LUMA, device=images.device).view(1, 3, 1, 1)
-    return (images[:, :3].float() * weights).sum(dim=1).mean(dim=(1, 2))
-
-
 def apply_gain(images: Tensor, gain: float) -> Tensor:
     """Expose the colour channels of sRGB-encoded (B, C, H, W) by ``gain`` in linear light (what a change of
     the camera's exposure does), clamped to [0, 1]; alpha is kept."""
@@ -246,6 +240,7 @@ class SequencePlan:
     attention: list[Tensor] | None = None  # tiled frames: per MDTA block (T, heads, C/h, C/h), smoothed
     breaks: Tensor | None = None  # (T,) bool: frames that start a new lighting or shot (no smoothing across)
     curves: Tensor | None = None  # models with a tone path: (T, 3, K + 1) per-frame curves, smoothed like the priors
+    strengths: Tensor | None = None  # models with a correction gate: (T,) per-frame strengths, smoothed likewise
 
 
 def check_frames(frames: Sequence[Tensor]) -> tuple[int, int, int]:
@@ -282,7 +277,7 @@ def plan_sequence(model: RestoreX, frames: Sequence[Tensor], *, window: int, hol
     if hold < 0 or (hold % 2 == 0 and hold != 0 and smoothing == "centred"):
         raise ValueError(f"hold must be 0 (the whole shot) or an odd number of frames >= 1, got {hold}")
     t_count = len(frames)
-    per_frame, per_curves, exposure = [], [], torch.empty(t_count)
+    per_frame, per_curves, per_strength, exposure = [], [], [], torch.empty(t_count)
     shifts, shot_cuts = [(0.0, 0.0)] * t_count, torch.zeros(t_count, dtype=torch.bool)
     previous = None
     for t in range(t_count):
@@ -292,6 +287,8 @@ def plan_sequence(model: RestoreX, frames: Sequence[Tensor], *, window: int, hol
         raw = model.extract_priors(x, source="input")
         if model.tone is not None:
             per_curves.append(model.tone_curves(x, raw).cpu())
+        if model.gate is not None:
+            per_strength.append(model.correction_strength(x, raw).cpu())
         per_frame.append(model.enhance_priors(raw, steps=steps, seed=seed))
         if window == 1:
             continue
@@ -304,14 +301,17 @@ def plan_sequence(model: RestoreX, frames: Sequence[Tensor], *, window: int, hol
         previous = lum, encoded
     priors = Priors.cat(per_frame)
     curves = torch.cat(per_curves) if per_curves else None
+    strengths = torch.cat(per_strength) if per_strength else None
     if window == 1:
-        return SequencePlan(priors, torch.ones(t_count), curves=curves)
+        return SequencePlan(priors, torch.ones(t_count), curves=curves, strengths=strengths)
     lighting = lighting_steps(exposure, window // 2, cut_ev) if (cut_ev and smoothing == "centred") else None
     breaks = shot_cuts if lighting is None else shot_cuts | lighting
     stacked = smooth_over_time(priors.stacked(), window, mode=smoothing, breaks=breaks)  # (T, N, D)
     priors = Priors(tuple(stacked.unbind(dim=1)), priors.blocks, priors.source, priors.enhanced)
     if curves is not None:  # averages of rising curves from 0 rise from 0: still curves the tone path could give
         curves = smooth_over_time(curves, window, mode=smoothing, breaks=breaks)
+    if strengths is not None:  # one frame left alone and the next corrected would flicker
+        strengths = smooth_over_time(strengths, window, mode=smoothing, breaks=breaks)
     own_curves = (lambda t: None) if curves is None else (lambda t: curves[t : t + 1].to(model.device))
     gains, attention = torch.ones(t_count), None
     if tile is not None and max(shape[1:]) > tile:  # tiled, as RestoreX.restore decides (tile already resolved)
@@ -339,14 +339,15 @@ def plan_sequence(model: RestoreX, frames: Sequence[Tensor], *, window: int, hol
             previous = lum
         held = smooth_over_time(level, hold or 2 * t_count + 1, mode=smoothing, breaks=breaks)
         gains = torch.exp2(held - level).float().clamp(1 / MAX_GAIN, MAX_GAIN)
-    return SequencePlan(priors, gains, attention, breaks, curves)
+    return SequencePlan(priors, gains, attention, breaks, curves, strengths)
 
 
 def iter_corrected(model: RestoreX, frames: Sequence[Tensor], *, window: int = 9, hold: int = HOLD,
                    seed: int | None = 0, steps: int | None = None, smoothing: Literal["centred", "ema"] = "centred",
                    cut_ev: float | None = CUT_EV, tile: int | Literal["auto"] | None = None, overlap: int = 32,
-                   batch: int = 1, max_memory: int | None = None, progress: Progress | None = None,
-                   interrupt: Interrupt | None = None) -> Iterator[tuple[int, Tensor]]:
+                   batch: int = 1, max_memory: int | None = None, auto_strength: bool = True,
+                   progress: Progress | None = None, interrupt: Interrupt | None = None
+                   ) -> Iterator[tuple[int, Tensor]]:
     """Yield ``(t, corrected)`` for every frame in order, ``corrected`` (1, C, H, W) on the frame's device and dtype.
 
     Args:
@@ -366,6 +367,9 @@ def iter_corrected(model: RestoreX, frames: Sequence[Tensor], *, window: int = 9
         max_memory: the budget of ``tile="auto"`` in bytes (default: RestoreX.restore's).
         batch: frames per Restormer pass in the second pass (memory grows with it; 1 keeps ``window=1``
             bit-exact with :meth:`RestoreX.correct`).
+        auto_strength: for weights with a correction gate, each frame keeps the share of its correction the
+            gate gives it (smoothed over ``window`` like the priors), as :meth:`RestoreX.correct` does; False:
+            every frame fully corrected.
         progress: called as (done, T) after every frame of the second pass.
         interrupt: called before every frame of both passes; it stops the run by raising.
     """
@@ -390,7 +394,13 @@ def iter_corrected(model: RestoreX, frames: Sequence[Tensor], *, window: int = 9
         out = model.restore(x.to(model.device), plan.priors[start:stop], tile=tile, overlap=overlap, attention=maps,
                             max_memory=max_memory, curves=curves)
         for i, t in enumerate(range(start, stop)):
-            yield t, apply_gain(out[i : i + 1], float(plan.gains[t])).to(x.device, x.dtype)
+            corrected = apply_gain(out[i : i + 1], float(plan.gains[t]))
+            if auto_strength and plan.strengths is not None:
+                own = x[i : i + 1].to(corrected.device)
+                kept = held_back(plan.strengths[t : t + 1], own, corrected,
+                                 brightening_only=model.config.gate.brightening_only)
+                corrected = blend(own, corrected, kept.view(1, 1, 1, 1).to(corrected.device))
+            yield t, corrected.to(x.device, x.dtype)
         if progress is not None:
             progress(stop, total)
 
@@ -407,6 +417,7 @@ def correct_sequence(
     tile: int | Literal["auto"] | None = None,
     overlap: int = 32,
     batch: int = 1,
+    auto_strength: bool = True,
     progress: Progress | None = None,
     interrupt: Interrupt | None = None,
 ) -> Tensor:
@@ -421,10 +432,12 @@ def correct_sequence(
         frames: (T, C, H, W) float in [0, 1]; the result has the same shape, dtype and device.
         cut_ev: a sustained input exposure step of more than this many EV is a change of lighting, not
             averaged across (None: a plain box window).
+        auto_strength: as in :func:`iter_corrected`.
         progress: called as (done, T) per frame. interrupt: called between frames; raises to stop.
     """
     out = torch.empty_like(frames)
     for t, frame in iter_corrected(model, frames, window=window, hold=hold, seed=seed, steps=steps, cut_ev=cut_ev,
-                                   tile=tile, overlap=overlap, batch=batch, progress=progress, interrupt=interrupt):
+                                   tile=tile, overlap=overlap, batch=batch, auto_strength=auto_strength,
+                                   progress=progress, interrupt=interrupt):
         out[t] = frame[0]
     return out

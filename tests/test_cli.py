@@ -81,6 +81,23 @@ def test_correct_a_folder_keeps_names_depths_formats_and_alpha(tmp_path, capsys,
             assert torch.equal(result.tensor[:, 3], source.tensor[:, 3])  # bit-exact 16-bit alpha
 
 
+def test_a_gated_checkpoint_leaves_a_good_photo_unless_full_strength(tmp_path, capsys):
+    from tests.test_gate import gated_model
+
+    gated = save_checkpoint(gated_model(1.6, strength=0), tmp_path / "gated.safetensors")
+    (tmp_path / "in").mkdir()
+    write_image(tmp_path / "in" / "good.png", torch.rand(1, 3, 20, 28, generator=torch.Generator().manual_seed(3))
+                * 0.5, bit_depth=16)
+    source = read_image(tmp_path / "in" / "good.png").tensor
+    for flag, folder in (((), "kept"), (("--full-strength",), "full")):
+        code, _, err = run(capsys, "correct", tmp_path / "in", "--out", tmp_path / folder, "--weights", gated,
+                           "--device", "cpu", *flag)
+        assert code == 0, err
+    assert torch.equal(read_image(tmp_path / "kept" / "good.png").tensor, source)
+    full = read_image(tmp_path / "full" / "good.png").tensor
+    assert (full - source * 1.6).abs().max() < 1e-3  # the full correction, within the 16-bit rounding
+
+
 def test_recursive_keeps_the_folder_structure(tmp_path, capsys, checkpoint):
     (tmp_path / "in" / "sub").mkdir(parents=True)
     write_image(tmp_path / "in" / "top.png", torch.rand(1, 3, 48, 40))

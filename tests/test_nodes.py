@@ -408,6 +408,23 @@ def test_mask_corrects_only_inside_and_strength_blends(pack, loaded):
     torch.testing.assert_close(half, (img + full) / 2, atol=1e-6, rtol=0)
 
 
+def test_auto_strength_lets_a_gated_model_leave_a_good_photo_alone(pack, comfy):
+    from tests.test_gate import gated_model
+
+    save_checkpoint(gated_model(1.6, strength=0), comfy.models / "restorex" / "gated.safetensors")
+    gated = node(pack, "LoadRestoreXModel").load("gated.safetensors", "(from checkpoint)", "auto", "fp32")[0]
+    img = image() * 0.5
+    corrected = node(pack, "RestoreXExposureCorrect")
+    assert torch.equal(corrected.correct(gated, img, 0, 0, 1.0, 0, 0, 32)[0], img)  # the gate: leave it
+    full = corrected.correct(gated, img, 0, 0, 1.0, 0, 0, 32, auto_strength=False)[0]
+    torch.testing.assert_close(full, (img * 1.6).clamp(0, 1), atol=1e-5, rtol=0)
+    video = node(pack, "RestoreXExposureCorrectVideo")
+    clip = torch.cat([img, img * 0.9])
+    assert torch.equal(video.correct(gated, clip, 1, 1, 0, 0, 1.0, 0, 0, 32)[0], clip)
+    torch.testing.assert_close(video.correct(gated, clip, 1, 1, 0, 0, 1.0, 0, 0, 32, auto_strength=False)[0],
+                               (clip * 1.6).clamp(0, 1), atol=1e-5, rtol=0)
+
+
 # -- tiling, memory, interrupts ----------------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from restorex_core import ImageInputError
-from restorex_core.images import linear_to_srgb
+from restorex_core.images import linear_to_srgb, luma_mean
 from restorex_core.sequence import (
     SHOT_AGREEMENT,
     apply_gain,
@@ -18,7 +18,6 @@ from restorex_core.sequence import (
     exposure_ev,
     iter_corrected,
     lighting_steps,
-    luma_mean,
     luminance,
     plan_sequence,
     register,

@@ -1,0 +1,232 @@
+"""The correction gate (restorex_core/arch/gate.py): how much of its correction each image gets, in the model, in a
+clip, in checkpoints, and its fit (training/gate.py)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from restorex_core import RestoreX, RestoreXConfig, load_checkpoint, save_checkpoint
+from restorex_core.arch.gate import BRIGHTENING_RAMP, GateConfig, held_back
+from restorex_core.images import luma_mean
+from tests.test_curve_check import mini_data
+from tests.test_curve_probe import _photo
+from training import gate as gate_fit
+
+KNOTS = 4
+
+
+def gated_model(gain: float, *, strength: float | None = None, brightening_only: bool = False) -> RestoreX:
+    """A tiny model whose whole correction is ``x * gain`` (a straight tone curve, the Restormer's residual zeroed),
+    with a gate that gives every image ``strength`` (None: an untrained gate)."""
+    torch.manual_seed(0)
+    config = RestoreXConfig.tiny().replace(tone={"knots": KNOTS, "prior_dim": 16, "hidden": 8},
+                                           gate={"hidden": 8, "prior_dim": 16, "brightening_only": brightening_only})
+    model = RestoreX(config).eval()
+    with torch.no_grad():
+        model.restormer.output.weight.zero_()
+        model.tone.net[-1].bias.fill_(math.log(math.expm1(gain)))  # every segment's slope = gain
+        if strength is not None:
+            model.gate.net[-1].bias.fill_(-30.0 if strength == 0 else 30.0 if strength == 1 else
+                                          math.log((strength + 0.25) / (1.25 - strength)))
+    return model
+
+
+def image(seed: int = 0, scale: float = 0.5) -> torch.Tensor:
+    return torch.rand(2, 3, 24, 32, generator=torch.Generator().manual_seed(seed)) * scale
+
+
+def test_an_untrained_gate_corrects_every_image_in_full():
+    model = gated_model(1.6)
+    x = image()
+    with torch.inference_mode():
+        torch.testing.assert_close(model.correction_strength(x), torch.ones(2))
+        torch.testing.assert_close(model.correct(x), (x * 1.6).clamp(0, 1), atol=1e-5, rtol=0)
+
+
+def test_a_closed_gate_leaves_a_brightened_image_as_it_is_and_lets_a_darkening_through():
+    x = image()
+    with torch.inference_mode():
+        for gain in (1.6, 0.6):
+            closed = gated_model(gain, strength=0)
+            assert torch.equal(closed.correct(x), x)  # bit for bit
+            torch.testing.assert_close(closed.correct(x, auto_strength=False), (x * gain).clamp(0, 1), atol=1e-5,
+                                       rtol=0)
+        assert torch.equal(gated_model(1.6, strength=0, brightening_only=True).correct(x), x)
+        dark = gated_model(0.6, strength=0, brightening_only=True)  # a darkening: this gate may not hold it back
+        torch.testing.assert_close(dark.correct(x), x * 0.6, atol=1e-5, rtol=0)
+
+
+def test_a_half_open_gate_gives_half_the_correction_inside_the_mask_and_strength():
+    model = gated_model(1.6, strength=0.5)
+    x = image()
+    mask = torch.zeros(24, 32)
+    mask[:, 16:] = 1
+    with torch.inference_mode():
+        torch.testing.assert_close(model.correction_strength(x), torch.full((2,), 0.5))
+        want = x + 0.5 * ((x * 1.6).clamp(0, 1) - x)
+        torch.testing.assert_close(model.correct(x), want, atol=1e-5, rtol=0)
+        out = model.correct(x, mask=mask, strength=0.5)
+        torch.testing.assert_close(out[..., 16:], (x + 0.25 * ((x * 1.6).clamp(0, 1) - x))[..., 16:], atol=1e-5,
+                                   rtol=0)
+        assert torch.equal(out[..., :16], x[..., :16])
+
+
+def test_held_back_ramps_from_a_darkening_to_a_brightening_correction():
+    x = torch.full((4, 3, 8, 8), 0.4)
+    rises = torch.tensor([-0.05, 0.0, BRIGHTENING_RAMP / 2, 0.1])
+    corrected = x + rises.view(4, 1, 1, 1)
+    g = torch.full((4,), 0.2)
+    kept = held_back(g, x, corrected, brightening_only=True)
+    torch.testing.assert_close(kept, torch.tensor([1.0, 1.0, 0.6, 0.2]))
+    torch.testing.assert_close(held_back(g, x, corrected, brightening_only=False), g)
+    torch.testing.assert_close(luma_mean(corrected) - luma_mean(x), rises, atol=1e-6, rtol=0)
+
+
+def test_a_gated_model_round_trips_and_a_paper_model_has_no_gate(tmp_path: Path):
+    model = gated_model(1.6)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.gate.net[-1].weight, std=2.0)  # a different strength per image
+    path = save_checkpoint(model, tmp_path / "gated.safetensors")
+    back = load_checkpoint(path).eval()
+    assert back.config == model.config and back.config.gate.hidden == 8
+    x = image(1)
+    with torch.inference_mode():
+        strengths = model.correction_strength(x)
+        assert not torch.allclose(strengths[0], strengths[1])
+        torch.testing.assert_close(back.correction_strength(x), strengths)
+        torch.testing.assert_close(back.correct(x), model.correct(x))
+        with pytest.raises(ValueError, match="raw input priors"):
+            model.correction_strength(x, model.enhance_priors(model.extract_priors(x)))
+    plain = RestoreX(RestoreXConfig.tiny())
+    assert plain.gate is None and plain.correction_strength(x) is None
+    assert not any(k.startswith("gate.") for k in plain.state_dict())
+    with pytest.raises(ValueError, match="gate reads"):
+        RestoreXConfig.tiny().replace(gate={"hidden": 4})  # priors of D=256 from a D=16 PEM
+    with pytest.raises(ValueError, match="hidden >= 0"):
+        GateConfig(hidden=-1)
+
+
+def test_a_clip_keeps_the_gate_per_frame_smoothed_like_the_priors():
+    from restorex_core.sequence import correct_sequence, plan_sequence, smooth_over_time
+
+    model = gated_model(1.6)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.gate.net[-1].weight, std=2.0)
+    g = torch.Generator().manual_seed(5)
+    scene = torch.nn.functional.interpolate(torch.rand(1, 3, 4, 5, generator=g), size=(32, 40), mode="bicubic")
+    frames = scene.clamp(0, 1) * torch.tensor([0.2, 0.4, 0.6, 0.8]).view(4, 1, 1, 1)
+    with torch.inference_mode():
+        own = model.correction_strength(frames)
+        one = plan_sequence(model, frames, window=1)
+        torch.testing.assert_close(one.strengths, own)
+        torch.testing.assert_close(correct_sequence(model, frames, window=1), model.correct(frames))
+        full = correct_sequence(model, frames, window=1, auto_strength=False)
+        torch.testing.assert_close(full, model.correct(frames, auto_strength=False))
+        plan = plan_sequence(model, frames, window=3, hold=1, cut_ev=None)
+        torch.testing.assert_close(plan.strengths, smooth_over_time(own, 3))
+
+
+# ------------------------------------------------------------------------------------------------ the fit
+def synthetic_samples(n: int = 400) -> gate_fit.GateSamples:
+    """Half the samples 'good' (their best strength 0: the correction only adds error), half 'bad' (best 1), told
+    apart by one feature; every correction brightens."""
+    g = torch.Generator().manual_seed(0)
+    good = torch.arange(n) % 2 == 0
+    feats = torch.randn(n, 4 * 16 + 3 * 32, generator=g)  # noise beside the one feature that tells
+    feats[:, 0] = good.float() * 3
+    a = torch.full((n,), 0.01)
+    b = torch.where(good, torch.zeros(n), a)  # the best strength b / a: 0 or 1
+    c = torch.where(good, torch.zeros(n), torch.full((n,), 0.012))
+    kind = torch.where(good, gate_fit.KINDS.index("photo"), gate_fit.KINDS.index("stack"))
+    return gate_fit.GateSamples(feats, torch.stack([a, b, c], 1), torch.full((n,), 0.05), kind, torch.arange(n) // 2,
+                                ~good)
+
+
+def test_the_fit_learns_which_images_to_leave_alone(tmp_path: Path):
+    samples = synthetic_samples()
+    config = GateConfig(hidden=16, prior_dim=16)
+    gate = gate_fit.fit(samples, config, steps=1000)
+    with torch.no_grad():
+        w = gate.strength(samples.features)
+    good = samples.kind == 2
+    assert float(w[good].max()) < 0.05 and float(w[~good].mean()) > 0.98
+    table = gate_fit.summary(samples, gate)
+    assert "| photo | 200 | 0.00 |" in table and "| stack | 200 | 1.00 |" in table
+    samples.save(tmp_path / "s.pt")
+    back = gate_fit.GateSamples.load(tmp_path / "s.pt")
+    assert torch.equal(back.features, samples.features) and torch.equal(back.kind, samples.kind)
+    dark = gate_fit.GateSamples(samples.features, samples.abc, -samples.rise, samples.kind, samples.group,
+                                samples.rule)
+    config = GateConfig(hidden=16, prior_dim=16, brightening_only=True)
+    closed = gate_fit.fit(dark, config, steps=10)  # every correction darkens: nothing to fit, nothing held back
+    kept = gate_fit.kept_strength(closed.strength(dark.features), dark.rise, True)
+    assert torch.equal(kept, torch.ones(len(dark)))
+
+
+def test_cross_validation_scores_each_fold_with_a_gate_that_never_saw_it():
+    samples = synthetic_samples()
+    config = GateConfig(hidden=16, prior_dim=16)
+    table = gate_fit.cross_validate(samples, config, folds=4, under_weights=(1.0, 4.0), steps=1000)
+    assert "| under-weight | rule frames | photos |" in table, table
+    change = {}
+    for line in table.splitlines():
+        if line.startswith(("| 1 |", "| 4 |")):
+            cells = line.strip("|").split(" | ")
+            change[float(cells[0])] = [float(c.split("(")[1].rstrip(") ")) for c in cells[1:]]
+    # the good half, never seen by its fold's gate, is left alone (about +20 dB); the bad half loses some of its
+    # correction where the gate errs, and the under-weight makes it err less
+    assert change[1][1] > 15 and change[4][1] > 15, table
+    assert change[1][0] < change[4][0] <= 0, table
+    with pytest.raises(ValueError, match="as many groups"):
+        gate_fit.cross_validate(samples.subset(torch.arange(6)), config, folds=4)
+
+
+def test_kept_strength_is_the_models_held_back():
+    x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(2)) * 0.5
+    corrected = (x + torch.linspace(-0.02, 0.03, 6).view(6, 1, 1, 1)).clamp(0, 1)
+    g = torch.linspace(0, 1, 6)
+    rise = luma_mean(corrected) - luma_mean(x)
+    torch.testing.assert_close(gate_fit.kept_strength(g, rise, True), held_back(g, x, corrected,
+                                                                                brightening_only=True))
+
+
+def test_the_cli_reads_the_training_data_fits_and_writes_gated_weights(tmp_path: Path, capsys):
+    root, config = mini_data(tmp_path)  # held-out scenes and photo, none of them read: add two of each to train on
+    for n in range(2):
+        scene = root / "stacks" / "src" / f"Train{n}"
+        scene.mkdir(parents=True)
+        for i, gain in enumerate((0.3, 1.0, 2.0)):
+            Image.fromarray(np.clip(_photo(20 + n) * 0.4 * gain, 0, 255).round().astype(np.uint8)).save(
+                scene / f"{i:02d}.png")
+    (root / "photos" / "bsds500").mkdir(parents=True)
+    for n in range(2):
+        Image.fromarray(_photo(30 + n)).save(root / "photos" / "bsds500" / f"{n}.png")
+    torch.manual_seed(0)
+    weights = save_checkpoint(RestoreX(RestoreXConfig.tiny()).eval(), tmp_path / "plain.safetensors")
+    out, cache = tmp_path / "gated.safetensors", tmp_path / "samples.pt"
+    args = ["--weights", str(weights), "--out", str(out), "--config", str(config), "--samples", str(cache),
+            "--steps", "20", "--renders", "2", "--fused-cache", str(tmp_path / "fused")]
+    gate_fit.main(["--data", str(root), *args])
+    printed = capsys.readouterr().out
+    samples = gate_fit.GateSamples.load(cache)
+    counts = {k: int((samples.kind == i).sum()) for i, k in enumerate(gate_fit.KINDS)}
+    assert counts == {"stack": 4, "fusion": 2, "photo": 2, "render": 4}, counts  # 2 frames + 1 fusion per scene
+    assert samples.features.shape[1] == 4 * 16 + 3 * 32
+    assert "| render |" in printed and f"wrote {out}" in printed
+    gated = load_checkpoint(out).eval()
+    assert gated.gate is not None and not gated.config.gate.brightening_only
+    with torch.inference_mode():
+        s = gated.correction_strength(torch.rand(1, 3, 32, 32))
+    assert s.shape == (1,) and 0 <= float(s) <= 1
+    out.unlink()
+    gate_fit.main(args)  # the samples read back: no --data needed
+    assert out.is_file()
+    with pytest.raises(SystemExit):
+        gate_fit.main(["--weights", str(out), "--out", str(tmp_path / "twice.safetensors"), "--samples", str(cache)])
+    assert "already has a correction gate" in capsys.readouterr().err

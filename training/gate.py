@@ -1,0 +1,334 @@
+"""Fit a correction gate (``restorex_core.arch.gate``) onto trained weights: how much of their correction each
+image gets, so that a well-exposed photo comes back as it is.
+
+    python -m training.gate --data DATA --weights weights/restorex-default.safetensors \\
+        --out restorex-gated.safetensors
+
+The network is frozen; the gate is a small MLP on the input's raw priors and histograms (the tone path's
+features). Every training sample is read once at 256 px: the network's full correction ``o`` of the input ``x``
+and its target ``y`` reduce to three numbers, so that the error of the gated output ``x + w (o - x)`` is
+``a w^2 - 2 b w + c`` for any strength ``w`` (a = mean((o - x)^2), b = mean((o - x)(y - x)), c = mean((y - x)^2)),
+and the fit runs on those alone (a few seconds for thousands of steps). The samples: every frame of the training
+stack scenes toward its rule frame (the target the network was trained toward, and what the held-out rule-frame
+subsets score), each scene's exposure fusion toward itself, and every training photo as it is (its own target)
+and rendered through the camera model at ``--renders`` EVs (alternately uniform over [-1.5, +1.5], where a photo
+is nearly right, and over [-4, +3]). Nothing from the held-out data.
+
+The loss is the mean of log(error + 1e-5) (the mean PSNR, capped at 50 dB), weighted ``--under-weight`` times
+where the gate gives less than the best strength: leaving a badly exposed photo uncorrected costs a user more
+than a good photo restyled. With ``--brightening-only`` a sample whose correction darkens it has strength 1 whatever
+the gate says (``restorex_core.arch.gate.held_back``), and the fit sees only the others. ``--cv K`` cross-validates
+the fit by scene and photo for several under-weights instead (:func:`cross_validate`): how the shipped weight was
+chosen.
+``--samples FILE`` keeps the samples (tensors only, read back with ``weights_only=True``) for refits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from restorex_core.arch.gate import BRIGHTENING_RAMP, LOW, SPAN, CorrectionGate, GateConfig, strength_from_logit
+from restorex_core.files import atomic_path
+from restorex_core.images import luma_mean
+
+from .config import read_toml
+from .curve_probe import resize_max
+from .datasets import load_image
+from .heldout import DEFAULT_CONFIG
+from .stacks import StackDataset
+from .stream import exposed
+from .synthetic import find_images
+
+logger = logging.getLogger(__name__)
+
+SIDE = 256  # every sample is read at this long side (the gate's features are read there too)
+EPS = 1e-5  # the loss's floor: 50 dB
+START = 0.9  # every image's strength when the fit starts
+NEAR_EVS, ALL_EVS = (-1.5, 1.5), (-4.0, 3.0)
+KINDS = ("stack", "fusion", "photo", "render")
+
+
+@dataclass(frozen=True)
+class GateSamples:
+    """The fit's data, one row per sample: gate features (S, F), error terms (S, 3) = (a, b, c), the correction's
+    mean-luma rise (S,), the sample's kind (S,) as an index into :data:`KINDS`, its group (S,) (the stack scene or
+    the photo it comes from: what a cross-validation holds out together) and whether it is one of the GT rule's
+    under / over frames (S,) bool (what the held-out rule-frame subsets score)."""
+
+    features: Tensor
+    abc: Tensor
+    rise: Tensor
+    kind: Tensor
+    group: Tensor
+    rule: Tensor
+
+    FIELDS = ("features", "abc", "rise", "kind", "group", "rule")
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    def best_strength(self) -> Tensor:
+        """(S,) the strength that minimises each sample's error, in [0, 1]."""
+        return (self.abc[:, 1] / self.abc[:, 0].clamp(min=1e-12)).clamp(0.0, 1.0)
+
+    def save(self, path: str | Path) -> None:
+        with atomic_path(path) as tmp:
+            torch.save({k: getattr(self, k) for k in self.FIELDS}, tmp)
+
+    @classmethod
+    def load(cls, path: str | Path) -> GateSamples:
+        return cls(**torch.load(path, map_location="cpu", weights_only=True))
+
+    def subset(self, keep: Tensor) -> GateSamples:
+        """The samples where ``keep`` (S,) bool is true, or at the indices ``keep`` (long)."""
+        return GateSamples(*(getattr(self, k)[keep] for k in self.FIELDS))
+
+
+def gate_config(model: nn.Module, hidden: int = 128, *, brightening_only: bool = False) -> GateConfig:
+    """The gate this fit gives ``model``: reading its priors, histograms at :data:`SIDE`."""
+    c = model.config
+    return GateConfig(hidden=hidden, prior_dim=c.pem.dim, num_priors=len(c.clip.taps), feature_side=SIDE,
+                      brightening_only=brightening_only)
+
+
+def read_sample(model: nn.Module, gate: CorrectionGate, x: Tensor, y: Tensor, *, seed: int = 0
+                ) -> tuple[Tensor, Tensor, float]:
+    """(3, H, W) input and target -> (gate features, (a, b, c), mean-luma rise) of ``model``'s full correction."""
+    x, y = resize_max(x, SIDE), resize_max(y, SIDE)
+    with torch.inference_mode():
+        batch = x[None].to(model.device, model.dtype)
+        priors = model.extract_priors(batch, source="input")
+        feats = gate.features(priors.vectors, x[None].to(model.device))[0].float().cpu()
+        o = model.correct(batch, seed=seed, auto_strength=False)[0].float().cpu().clamp(0, 1)
+    if o.shape != y.shape:
+        raise ValueError(f"an input of {tuple(x.shape)} has a target of {tuple(y.shape)}: pairs must match")
+    d, e = o - x, y - x
+    abc = torch.stack([(d * d).mean(), (d * e).mean(), (e * e).mean()])
+    return feats, abc, float(luma_mean(o[None]) - luma_mean(x[None]))
+
+
+def gate_samples(model: nn.Module, data_root: Path, *, config: Path = DEFAULT_CONFIG,
+                 fused_cache: str | Path | None = None, renders: int = 3, seed: int = 0,
+                 limit: int | None = None) -> GateSamples:
+    """The fit's samples from the training data (module docstring); ``limit``: at most N stack pairs and photos."""
+    data = read_toml(config)["data"]
+    gate = CorrectionGate(gate_config(model))
+    rng = np.random.default_rng(seed)
+    rows: list[tuple[Tensor, Tensor, float, int, int, bool]] = []
+    t0 = time.monotonic()
+    stacks = StackDataset(data_root / "stacks", exclude=data["val_scenes"], pairs="all", target="rule")
+    scenes = sorted(stacks.scenes)
+    rule_frames = {f"{sid}/{stacks.scenes[sid][k].path.name}" for sid in scenes
+                   for k in (stacks.roles[sid].under, stacks.roles[sid].over) if k is not None}
+    pairs = stacks.pairs if limit is None else stacks.pairs[:limit]
+    for i, pair in enumerate(pairs):
+        item = stacks[i]
+        rows.append((*read_sample(model, gate, item["input"], item["target"], seed=seed), KINDS.index("stack"),
+                     scenes.index(pair.name.rsplit("/", 1)[0]), pair.name in rule_frames))
+    fusions = StackDataset(data_root / "stacks", exclude=data["val_scenes"], pairs="rule", target="fused",
+                           fusion_alpha=1.0, fused_cache=fused_cache, identity=True)
+    fused = [pair for pair in fusions.pairs if pair.exposure == "identity"]
+    for pair in fused if limit is None else fused[:limit]:
+        y = load_image(pair.target)
+        rows.append((*read_sample(model, gate, y, y, seed=seed), KINDS.index("fusion"),
+                     scenes.index(pair.name.rsplit("/", 1)[0]), False))
+    logger.info("%d stack samples (%.0f s)", len(rows), time.monotonic() - t0)
+    held = tuple((data_root / "photos" / e).resolve() for e in data.get("synthetic_exclude", ()))
+    photos = [p for p in find_images(data_root / "photos") if not any(p.resolve().is_relative_to(h) for h in held)]
+    for n, p in enumerate(photos if limit is None else photos[:limit]):
+        y = resize_max(load_image(p), SIDE)
+        group = len(scenes) + n
+        rows.append((*read_sample(model, gate, y, y, seed=seed), KINDS.index("photo"), group, False))
+        for k in range(renders):
+            ev = float(rng.uniform(*(NEAR_EVS if k % 2 == 0 else ALL_EVS)))
+            rows.append((*read_sample(model, gate, exposed(y, ev, rng, noise=True), y, seed=seed),
+                         KINDS.index("render"), group, False))
+    logger.info("%d samples in all (%.0f s)", len(rows), time.monotonic() - t0)
+    feats, abc, rise, kind, group, rule = zip(*rows, strict=True)
+    return GateSamples(torch.stack(feats), torch.stack(abc), torch.tensor(rise), torch.tensor(kind),
+                       torch.tensor(group), torch.tensor(rule))
+
+
+def kept_strength(strength: Tensor, rise: Tensor, brightening_only: bool) -> Tensor:
+    """:func:`restorex_core.arch.gate.held_back` on precomputed rises (S,)."""
+    if not brightening_only:
+        return strength
+    return 1.0 - (rise / BRIGHTENING_RAMP).clamp(0.0, 1.0) * (1.0 - strength)
+
+
+def fit(samples: GateSamples, config: GateConfig, *, steps: int = 3000, batch: int = 256, lr: float = 1e-3,
+        weight_decay: float = 1e-2, under_weight: float = 4.0, seed: int = 0) -> CorrectionGate:
+    """The gate minimising the mean log error of the gated outputs (module docstring), in eval mode."""
+    if len(samples) == 0:
+        raise ValueError("no samples to fit the gate on")
+    torch.manual_seed(seed)
+    gate = CorrectionGate(config)
+    with torch.no_grad():  # start inside (0, 1): at the clamp's edge (an untrained gate's 1) the gradient is zero
+        gate.net[-1].bias.fill_(math.log((START + LOW) / (SPAN - START - LOW)))
+    f = samples.features.float()
+    gate.feature_mean.copy_(f.mean(0))
+    gate.feature_std.copy_(f.std(0).nan_to_num(1.0).clamp(min=1e-4))
+    best = samples.best_strength()
+    use = torch.arange(len(samples))
+    if config.brightening_only:  # a darkening correction is kept whole: those samples teach nothing
+        use = use[samples.rise > 0]
+    if len(use) == 0:
+        logger.warning("no sample's correction brightens it: the gate keeps every correction")
+        return gate.eval()
+    opt = torch.optim.AdamW(gate.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    gate.train()
+    for _ in range(steps):
+        idx = use[torch.randint(len(use), (batch,), generator=gen)]
+        z = (f[idx] - gate.feature_mean) / gate.feature_std
+        w = kept_strength(strength_from_logit(gate.net(z)[:, 0]), samples.rise[idx], config.brightening_only)
+        a, b, c = samples.abc[idx].T
+        err = (a * w * w - 2 * b * w + c).clamp(min=0) + EPS
+        under = (w < best[idx]).float()
+        loss = (err.log() * (1 + (under_weight - 1) * under)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return gate.eval()
+
+
+def summary(samples: GateSamples, gate: CorrectionGate) -> str:
+    """Per kind of sample: count, mean best and fitted strength kept, PSNR full / gated / best (capped at 50 dB)."""
+    with torch.no_grad():
+        w = kept_strength(gate.strength(samples.features), samples.rise, gate.config.brightening_only)
+    best = samples.best_strength()
+    a, b, c = samples.abc.T
+
+    def psnr(s: Tensor) -> Tensor:
+        return -10 * torch.log10((a * s * s - 2 * b * s + c).clamp(min=0) + EPS)
+
+    lines = ["| samples | n | best strength | gate's | PSNR full / gated / best |", "|---|---:|---:|---:|---|"]
+    for k, name in enumerate(KINDS):
+        m = samples.kind == k
+        if m.any():
+            lines.append(f"| {name} | {int(m.sum())} | {best[m].mean():.2f} | {w[m].mean():.2f} | "
+                         f"{psnr(torch.ones_like(w))[m].mean():.2f} / {psnr(w)[m].mean():.2f} / "
+                         f"{psnr(best)[m].mean():.2f} |")
+    return "\n".join(lines)
+
+
+def cross_validate(samples: GateSamples, config: GateConfig, *, folds: int = 5,
+                   under_weights: Sequence[float] = (4.0,), **fit_kwargs) -> str:
+    """How a gate does on scenes and photos it was not fitted on: the groups (stack scenes and photos, each with
+    its frames, fusion and renders) split into ``folds`` (every ``folds``-th group), a gate fitted on all but one
+    fold and scored on that fold, for each under-weight. A markdown table, PSNR full / gated per kind of sample,
+    the stack frames being the GT rule's under / over ones only (as the held-out subsets)."""
+    groups = samples.group.unique()
+    if folds < 2 or len(groups) < folds:
+        raise ValueError(f"cross-validation over {folds} folds needs at least 2 folds and as many groups; the "
+                         f"samples have {len(groups)}")
+    fold_of = torch.full((int(groups.max()) + 1,), -1, dtype=torch.long)
+    fold_of[groups] = torch.arange(len(groups)) % folds
+    fold = fold_of[samples.group]
+    scored = {"rule frames": (samples.kind == KINDS.index("stack")) & samples.rule}
+    scored |= {f"{k}s": samples.kind == KINDS.index(k) for k in KINDS[1:]}
+    scored = {name: m for name, m in scored.items() if m.any()}
+    lines = [f"Correction gate, {folds}-fold cross-validation by scene and photo: PSNR full / gated (change)", "",
+             "| under-weight | " + " | ".join(scored) + " |", "|---:|" + "---|" * len(scored)]
+    a, b, c = samples.abc.T
+    for uw in under_weights:
+        w = torch.ones(len(samples))
+        for f in range(folds):
+            held = fold == f
+            gate = fit(samples.subset(~held), config, under_weight=uw, **fit_kwargs)
+            with torch.no_grad():
+                w[held] = kept_strength(gate.strength(samples.features[held]), samples.rise[held],
+                                        config.brightening_only)
+        full = -10 * torch.log10((a - 2 * b + c).clamp(min=0) + EPS)
+        gated = -10 * torch.log10((a * w * w - 2 * b * w + c).clamp(min=0) + EPS)
+        cells = [f"{full[m].mean():.2f} / {gated[m].mean():.2f} ({(gated - full)[m].mean():+.2f})"
+                 for m in scored.values()]
+        lines.append(f"| {uw:g} | " + " | ".join(cells) + " |")
+        logger.info("under-weight %g done", uw)
+    return "\n".join(lines)
+
+
+def export(model: nn.Module, gate: CorrectionGate, path: str | Path) -> Path:
+    """``model`` with ``gate`` as its correction gate, written as a RestoreX checkpoint (``model``'s dtype)."""
+    from restorex_core import RestoreX, save_checkpoint
+
+    full = RestoreX(model.config.replace(gate=vars(gate.config)),
+                    clip=None if model.config.clip.trainable else model.clip)
+    missing, unexpected = full.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or not all(k.startswith(("gate.", "clip.")) for k in missing):
+        raise ValueError(f"the weights do not fit their own config plus a gate: missing {missing}, "
+                         f"unexpected {unexpected}")
+    full.gate.load_state_dict(gate.state_dict())
+    return save_checkpoint(full.eval(), path, metadata={"trainer": "training.gate"},
+                           dtype=next(model.parameters()).dtype)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = argparse.ArgumentParser(prog="python -m training.gate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", help="the folder holding stacks/ and photos/ (not needed with an existing --samples)")
+    p.add_argument("--weights", required=True, help="the trained weights to gate (frozen)")
+    p.add_argument("--out", help="the gated weights to write (a RestoreX checkpoint; not with --cv)")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="the config naming the held-out data")
+    p.add_argument("--fused-cache", help="the fused targets' cache (default: $RESTOREX_FUSED_CACHE, else beside)")
+    p.add_argument("--samples", metavar="FILE", help="read the samples from FILE if it exists, else write them there")
+    p.add_argument("--renders", type=int, default=3, help="renders per training photo (default 3)")
+    p.add_argument("--limit", type=int, help="at most N stack pairs and N photos (smoke runs)")
+    p.add_argument("--hidden", type=int, default=128, help="the gate MLP's width (default 128)")
+    p.add_argument("--steps", type=int, default=3000, help="AdamW steps (default 3000)")
+    p.add_argument("--under-weight", type=float, default=4.0,
+                   help="the loss's weight where the gate under-corrects (default 4)")
+    p.add_argument("--cv", type=int, metavar="K",
+                   help="instead of writing weights: a K-fold cross-validation by scene and photo (cross_validate) "
+                        "for each of --cv-weights")
+    p.add_argument("--cv-weights", default="2,4,8,16", metavar="W,W,...",
+                   help="the under-weights --cv compares (default 2,4,8,16)")
+    p.add_argument("--brightening-only", action="store_true",
+                   help="let the gate hold back only corrections that brighten (gate.brightening_only)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if not args.cv and not args.out:
+        p.error("--out FILE is needed: where to write the gated weights")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    import os
+
+    from restorex_core import load_checkpoint
+
+    model = load_checkpoint(args.weights).eval()
+    if model.gate is not None:
+        p.error(f"{args.weights} already has a correction gate: give the weights without one")
+    if args.samples and Path(args.samples).exists():
+        samples = GateSamples.load(args.samples)
+        logger.info("%d samples read from %s", len(samples), args.samples)
+    else:
+        if not args.data:
+            p.error("--data is needed to read the samples (or an existing --samples FILE)")
+        cache = args.fused_cache or os.environ.get("RESTOREX_FUSED_CACHE") or None
+        samples = gate_samples(model, Path(args.data), config=Path(args.config), fused_cache=cache,
+                               renders=args.renders, seed=args.seed, limit=args.limit)
+        if args.samples:
+            samples.save(args.samples)
+    config = gate_config(model, args.hidden, brightening_only=args.brightening_only)
+    if args.cv:
+        weights = [float(v) for v in args.cv_weights.split(",")]
+        print(cross_validate(samples, config, folds=args.cv, under_weights=weights, steps=args.steps,
+                             seed=args.seed))
+        return
+    gate = fit(samples, config, steps=args.steps, under_weight=args.under_weight, seed=args.seed)
+    print(summary(samples, gate))
+    print(f"wrote {export(model, gate, args.out)}")
+
+
+if __name__ == "__main__":
+    main()
