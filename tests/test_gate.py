@@ -208,7 +208,8 @@ def test_the_cli_reads_the_training_data_fits_and_writes_gated_weights(tmp_path:
     for n in range(2):
         Image.fromarray(_photo(30 + n)).save(root / "photos" / "bsds500" / f"{n}.png")
     torch.manual_seed(0)
-    weights = save_checkpoint(RestoreX(RestoreXConfig.tiny()).eval(), tmp_path / "plain.safetensors")
+    weights = save_checkpoint(RestoreX(RestoreXConfig.tiny()).eval(), tmp_path / "plain.safetensors",
+                              dtype=torch.float16)  # stored as the bundled weights are
     out, cache = tmp_path / "gated.safetensors", tmp_path / "samples.pt"
     args = ["--weights", str(weights), "--out", str(out), "--config", str(config), "--samples", str(cache),
             "--steps", "20", "--renders", "2", "--fused-cache", str(tmp_path / "fused")]
@@ -221,6 +222,7 @@ def test_the_cli_reads_the_training_data_fits_and_writes_gated_weights(tmp_path:
     assert "| render |" in printed and f"wrote {out}" in printed
     gated = load_checkpoint(out).eval()
     assert gated.gate is not None and not gated.config.gate.brightening_only
+    assert gate_fit.stored_dtype(out) == torch.float16 and out.stat().st_size < 1.2 * weights.stat().st_size
     with torch.inference_mode():
         s = gated.correction_strength(torch.rand(1, 3, 32, 32))
     assert s.shape == (1,) and 0 <= float(s) <= 1
@@ -230,3 +232,50 @@ def test_the_cli_reads_the_training_data_fits_and_writes_gated_weights(tmp_path:
     with pytest.raises(SystemExit):
         gate_fit.main(["--weights", str(out), "--out", str(tmp_path / "twice.safetensors"), "--samples", str(cache)])
     assert "already has a correction gate" in capsys.readouterr().err
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_bundled_model_leaves_the_good_sample_alone_and_corrects_the_bad_ones():
+    """The shipped weights' gate on the README's samples (held-out scene House, not trained on): its exposure fusion
+    comes back bit for bit, the under- and over-exposed frames get the full correction."""
+    from restorex_io import read_image
+
+    weights = ROOT / "weights" / "restorex-default.safetensors"
+    if not weights.is_file():
+        pytest.skip("weights/restorex-default.safetensors is not in this checkout")
+    model = load_checkpoint(weights).eval()
+    if model.gate is None:
+        pytest.skip("the bundled weights have no correction gate")
+    sample = ROOT / "docs" / "sample"
+    good, under, over = (read_image(sample / n).tensor[:, :3] for n in
+                         ("house_good.png", "house_under.png", "lighthouse_over.png"))
+    with torch.inference_mode():
+        assert float(model.correction_strength(good)[0]) == 0.0
+        assert torch.equal(model.correct(good, seed=0), good)
+        for bad in (under, over):
+            assert float(model.correction_strength(bad)[0]) == 1.0
+            assert torch.equal(model.correct(bad, seed=0), model.correct(bad, seed=0, auto_strength=False))
+        full = model.correct(good, seed=0, auto_strength=False)  # what v3 did to it: a visible restyling
+    assert float((full - good).abs().mean()) * 255 > 5
+
+
+def test_check_heldout_reports_what_the_gate_does_to_the_best_frames(tmp_path: Path, capsys):
+    root, config = mini_data(tmp_path)
+    files = {}
+    for strength in (0.0, 1.0):
+        files[strength] = save_checkpoint(gated_model(1.6, strength=strength), tmp_path / f"g{strength:g}.safetensors")
+    for strength, path in files.items():
+        gate_fit.main(["--data", str(root), "--weights", str(path), "--config", str(config), "--check-heldout"])
+        table = capsys.readouterr().out
+        rows = [line for line in table.splitlines() if line.startswith("| src/Held")]
+        assert len(rows) == 2 and all(r.split(" | ")[1] == "02.png" for r in rows), table  # the GT rule's frame
+        full, gated = zip(*((float(v) for v in r.split(" | ")[-1].strip(" |").split(" / ")) for r in rows), strict=True)
+        assert all(f < 30 for f in full)  # the network brightens them 1.6x
+        assert list(gated) == ([50.0, 50.0] if strength == 0 else list(full))
+        assert ("2 left exactly" if strength == 0 else "2 corrected in full") in table
+    plain = save_checkpoint(RestoreX(RestoreXConfig.tiny()).eval(), tmp_path / "plain.safetensors")
+    with pytest.raises(SystemExit):
+        gate_fit.main(["--data", str(root), "--weights", str(plain), "--config", str(config), "--check-heldout"])
+    assert "has no correction gate" in capsys.readouterr().err

@@ -318,3 +318,13 @@ def test_contact_sheet_and_strip_lay_out_every_method(data_root: Path, tmp_path:
     out = strip(methods, [photo], tmp_path / "strip.png", cell=50)
     with Image.open(out) as im:
         assert im.size[0] == 50 * 3 and not list(tmp_path.glob(".*"))
+
+
+def test_a_subset_returned_exactly_has_a_finite_capped_mean():
+    from training.heldout import PSNR_CAP, Row, summarise
+
+    rows = [Row("gated", "photos/identity", "a", math.inf, 1.0, 1.0, 1.0),
+            Row("gated", "photos/identity", "b", 30.0, 0.9, 1.0, 1.0)]
+    s = summarise(rows)[("gated", "photos/identity")]
+    assert s.psnr == pytest.approx((PSNR_CAP + 30.0) / 2) and s.ssim == pytest.approx(0.95)
+    assert math.isnan(s.curve_psnr)  # not scored: stays NaN, not the cap

@@ -258,7 +258,10 @@ def test_example_workflows_match_the_nodes(pack):
             for name, (kind, options) in inputs.items():
                 if isinstance(kind, list) or kind in widget_types:
                     value = entry["inputs"][name]
-                    assert value in kind if isinstance(kind, list) else options["min"] <= value <= options["max"]
+                    if kind == "BOOLEAN":
+                        assert isinstance(value, bool)
+                    else:
+                        assert value in kind if isinstance(kind, list) else options["min"] <= value <= options["max"]
                     values += [value, "fixed"] if options.get("control_after_generate") else [value]
                 else:
                     sockets.append((name, kind))

@@ -20,6 +20,8 @@ than a good photo restyled. With ``--brightening-only`` a sample whose correctio
 the gate says (``restorex_core.arch.gate.held_back``), and the fit sees only the others. ``--cv K`` cross-validates
 the fit by scene and photo for several under-weights instead (:func:`cross_validate`): how the shipped weight was
 chosen.
+``--check-heldout`` runs gated weights on the held-out scenes' best-exposed frames instead (real good photos the
+fit never saw) and prints what the gate does to each.
 ``--samples FILE`` keeps the samples (tensors only, read back with ``weights_only=True``) for refits.
 """
 
@@ -45,7 +47,8 @@ from restorex_core.images import luma_mean
 from .config import read_toml
 from .curve_probe import resize_max
 from .datasets import load_image
-from .heldout import DEFAULT_CONFIG
+from .heldout import DEFAULT_CONFIG, PSNR_CAP
+from .metrics import psnr
 from .stacks import StackDataset
 from .stream import exposed
 from .synthetic import find_images
@@ -259,8 +262,22 @@ def cross_validate(samples: GateSamples, config: GateConfig, *, folds: int = 5,
     return "\n".join(lines)
 
 
-def export(model: nn.Module, gate: CorrectionGate, path: str | Path) -> Path:
-    """``model`` with ``gate`` as its correction gate, written as a RestoreX checkpoint (``model``'s dtype)."""
+def stored_dtype(path: str | Path) -> torch.dtype:
+    """The dtype a checkpoint stores its floating-point tensors in (fp16 for the bundled weights)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        for key in f.keys():
+            t = f.get_slice(key)
+            dtype = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}.get(t.get_dtype())
+            if dtype is not None:
+                return dtype
+    return torch.float32
+
+
+def export(model: nn.Module, gate: CorrectionGate, path: str | Path, *, dtype: torch.dtype | None = None) -> Path:
+    """``model`` with ``gate`` as its correction gate, written as a RestoreX checkpoint (in ``dtype``; default
+    ``model``'s)."""
     from restorex_core import RestoreX, save_checkpoint
 
     full = RestoreX(model.config.replace(gate=vars(gate.config)),
@@ -271,7 +288,38 @@ def export(model: nn.Module, gate: CorrectionGate, path: str | Path) -> Path:
                          f"unexpected {unexpected}")
     full.gate.load_state_dict(gate.state_dict())
     return save_checkpoint(full.eval(), path, metadata={"trainer": "training.gate"},
-                           dtype=next(model.parameters()).dtype)
+                           dtype=dtype or next(model.parameters()).dtype)
+
+
+def heldout_best_frames(model: nn.Module, data_root: Path, *, config: Path = DEFAULT_CONFIG, max_side: int = 512,
+                        seed: int = 0) -> str:
+    """What gated weights do to real well-exposed photos they never saw: each held-out stack scene's GT-rule frame
+    (the frame the held-out rule-frame subsets score against) as the input, at ``max_side``. A markdown table:
+    the gate's strength, and the PSNR of the full and of the gated correction against the frame itself."""
+    if model.gate is None:
+        raise ValueError("these weights have no correction gate: give the gated weights (--out of a fit)")
+    data = read_toml(config)["data"]
+    stacks = StackDataset(data_root / "stacks", scenes=data["val_scenes"], pairs="rule", target="rule")
+    lines = ["| held-out scene | best frame | its mean (/255) | strength | PSNR full / gated (vs itself) |",
+             "|---|---|---:|---:|---|"]
+    full_db, gated_db, kept = [], [], {"exact": 0, "partly": 0, "full": 0}
+    for sid in sorted(stacks.scenes):
+        frame = stacks.scenes[sid][stacks.roles[sid].gt]
+        x = resize_max(load_image(frame.path), max_side)[None].to(model.device, model.dtype)
+        with torch.inference_mode():
+            w = float(model.correction_strength(x)[0])
+            full = model.correct(x, seed=seed, auto_strength=False).float().clamp(0, 1)
+            gated = model.correct(x, seed=seed).float().clamp(0, 1)  # what a user gets
+        f, g = (min(float(psnr(o, x.float())), PSNR_CAP) for o in (full, gated))  # capped as the suite's means
+        full_db.append(f)
+        gated_db.append(g)
+        kept["exact" if w == 0 else "full" if w == 1 else "partly"] += 1
+        lines.append(f"| {sid} | {frame.path.name} | {frame.mean:.1f} | {w:.2f} | {f:.2f} / {g:.2f} |")
+    n = len(full_db)
+    lines += ["", f"{n} frames: {kept['exact']} left exactly, {kept['partly']} partly corrected, {kept['full']} "
+                  "corrected in full; mean PSNR against themselves (each capped at 50 dB) "
+                  f"full {sum(full_db) / n:.2f}, gated {sum(gated_db) / n:.2f}"]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -297,7 +345,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--brightening-only", action="store_true",
                    help="let the gate hold back only corrections that brighten (gate.brightening_only)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--check-heldout", action="store_true",
+                   help="instead of fitting: run the gated --weights on the held-out scenes' best-exposed frames and "
+                        "print what they do to them (needs --data)")
     args = p.parse_args(argv)
+    if args.check_heldout:
+        if not args.data:
+            p.error("--check-heldout needs --data: the folder holding stacks/")
+        from restorex_core import load_checkpoint
+
+        model = load_checkpoint(args.weights).eval()
+        if model.gate is None:
+            p.error(f"{args.weights} has no correction gate: give gated weights (the --out of a fit)")
+        print(heldout_best_frames(model, Path(args.data), config=Path(args.config), seed=args.seed))
+        return
     if not args.cv and not args.out:
         p.error("--out FILE is needed: where to write the gated weights")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -327,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     gate = fit(samples, config, steps=args.steps, under_weight=args.under_weight, seed=args.seed)
     print(summary(samples, gate))
-    print(f"wrote {export(model, gate, args.out)}")
+    print(f"wrote {export(model, gate, args.out, dtype=stored_dtype(args.weights))}")  # as --weights stores it
 
 
 if __name__ == "__main__":

@@ -314,9 +314,14 @@ def score(methods: dict[str, Method], subsets: Sequence[Subset], *, limit: int |
     return rows
 
 
+# a subset's PSNR is the mean of its images' PSNRs, each capped here: an image returned exactly (a gated model
+# leaves a good photo as it is) has an infinite PSNR, which would make its subset's mean infinite too
+PSNR_CAP = 50.0
+
+
 class Summary(NamedTuple):
-    """One (method, subset): means over its images; the highlight figures over the images with clipped
-    highlights, the sky figures over those with a light-blue sky in the target."""
+    """One (method, subset): means over its images (PSNRs capped at :data:`PSNR_CAP`); the highlight figures over
+    the images with clipped highlights, the sky figures over those with a light-blue sky in the target."""
     psnr: float
     ssim: float
     chroma: float
@@ -340,10 +345,11 @@ def summarise(rows: Sequence[Row]) -> dict[tuple[str, str], Summary]:
         hl = [r for r in rs if not math.isnan(r.hl_chroma)]
         sky = [r for r in rs if not math.isnan(r.sky_b)]
         hl_ratio = sum(r.hl_chroma for r in hl) / max(sum(r.hl_target_chroma for r in hl), 1e-6) if hl else math.nan
-        out[key] = Summary(*(mean_or_nan([getattr(r, f) for r in rs]) for f in ("psnr", "ssim", "chroma", "contrast")),
+        out[key] = Summary(mean_or_nan([min(r.psnr, PSNR_CAP) for r in rs]),
+                           *(mean_or_nan([getattr(r, f) for r in rs]) for f in ("ssim", "chroma", "contrast")),
                            len(rs), hl_ratio, mean_or_nan([r.hl_de for r in hl]), len(hl),
                            mean_or_nan([r.sky_b for r in sky]), mean_or_nan([r.sky_target_b for r in sky]), len(sky),
-                           mean_or_nan([r.curve_psnr for r in rs]), mean_or_nan([r.detail for r in rs]))
+                           mean_or_nan([min(r.curve_psnr, PSNR_CAP) for r in rs]), mean_or_nan([r.detail for r in rs]))
     return out
 
 
@@ -354,8 +360,9 @@ def markdown(rows: Sequence[Row], command: str = "") -> str:
     parts = ["# Held-out validation of the default recipe", ""]
     if command:
         parts += [f"Command: `{command}`", ""]
-    parts += ["PSNR (dB) / SSIM on RGB, 8-bit rounded, full resolution; chroma = mean CIELAB C*ab and "
-              "contrast = std of L*, each as a ratio to the target's (1.00 = the target's look); highlight "
+    parts += ["PSNR (dB) / SSIM on RGB, 8-bit rounded, full resolution, each image's PSNR capped at "
+              f"{PSNR_CAP:g} dB in the means (an image returned exactly scores infinity); chroma = mean CIELAB "
+              "C*ab and contrast = std of L*, each as a ratio to the target's (1.00 = the target's look); highlight "
               f"chroma ratio and dE*ab over the input's clipped pixels (brightest channel >= {CLIPPED}), on the "
               f"images with at least {MIN_CLIPPED:.0%} of them clipped; sky b* = mean CIELAB b* of the output "
               f"(target) over the target's light-blue pixels (L* > {SKY[0]:g}, b* < {SKY[1]:g}), on the images "
