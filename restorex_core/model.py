@@ -157,37 +157,34 @@ class RestoreX(nn.Module):
         vectors = self.ffedm.decode(z).unbind(dim=1)  # N x (B, D) fp32
         return Priors(tuple(vectors), priors.blocks, "input", enhanced=True)
 
-    # -- 3a. the global tone path (not in the paper) -----------------------------------------------
+    # -- 3a. the global tone path and 3b. the correction gate (not in the paper) ---------------------
+    def _raw_prior_features(self, images: Tensor, priors: Priors | None, reader: str) -> tuple[list[Tensor], Tensor]:
+        """What the tone path and the gate read: the raw input priors' vectors (one per image; read here unless
+        ``priors`` are at hand) and the images' RGB, on the model's device. ``reader`` names the part in errors."""
+        if priors is None:
+            priors = self.extract_priors(images, source="input")
+        elif priors.source != "input" or priors.enhanced:
+            raise ValueError(f"{reader} reads the raw input priors (ExtractCLIPPriors / extract_priors), not "
+                             f"{'enhanced' if priors.enhanced else priors.source} priors")
+        rgb = split_channels(check_images(images)).rgb
+        vectors = priors.expand(rgb.shape[0]).to(self.device, self.dtype).vectors
+        return list(vectors), rgb.to(self.device)
+
     def tone_curves(self, images: Tensor, priors: Priors | None = None) -> Tensor | None:
         """The per-channel curves the tone path picks for ``images``: (B, 3, K + 1) fp32, None for a model without
         one. ``priors``: the images' raw input priors when already at hand (:meth:`extract_priors`), else read here.
         """
         if self.tone is None:
             return None
-        if priors is None:
-            priors = self.extract_priors(images, source="input")
-        elif priors.source != "input" or priors.enhanced:
-            raise ValueError("the tone path reads the raw input priors (ExtractCLIPPriors / extract_priors), not "
-                             f"{'enhanced' if priors.enhanced else priors.source} priors")
-        rgb = split_channels(check_images(images)).rgb
-        vectors = priors.expand(rgb.shape[0]).to(self.device, self.dtype).vectors
-        return self.tone(list(vectors), rgb.to(self.device))
+        return self.tone(*self._raw_prior_features(images, priors, "the tone path"))
 
-    # -- 3b. the correction gate (not in the paper) ------------------------------------------------
     def correction_strength(self, images: Tensor, priors: Priors | None = None) -> Tensor | None:
         """How much of the correction the gate gives each of ``images``: (B,) fp32 in [0, 1] (0: a photo to leave
         as it is), None for a model without a gate. ``priors``: the images' raw input priors when already at
         hand (:meth:`extract_priors`), else read here."""
         if self.gate is None:
             return None
-        if priors is None:
-            priors = self.extract_priors(images, source="input")
-        elif priors.source != "input" or priors.enhanced:
-            raise ValueError("the correction gate reads the raw input priors (ExtractCLIPPriors / extract_priors), "
-                             f"not {'enhanced' if priors.enhanced else priors.source} priors")
-        rgb = split_channels(check_images(images)).rgb
-        vectors = priors.expand(rgb.shape[0]).to(self.device, self.dtype).vectors
-        return self.gate(list(vectors), rgb.to(self.device))
+        return self.gate(*self._raw_prior_features(images, priors, "the correction gate"))
 
     def _toned(self, rgb: Tensor, curves: Tensor | None) -> Tensor:
         """``rgb`` through ``curves`` (computed here when None), in bands of rows: an 8K photo's lookup stays
