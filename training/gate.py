@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from restorex_core.arch.gate import BRIGHTENING_RAMP, LOW, SPAN, CorrectionGate, GateConfig, strength_from_logit
+from restorex_core.arch.gate import LOW, SPAN, CorrectionGate, GateConfig, kept_share, strength_from_logit
 from restorex_core.files import atomic_path
 from restorex_core.images import luma_mean
 
@@ -165,9 +165,7 @@ def gate_samples(model: nn.Module, data_root: Path, *, config: Path = DEFAULT_CO
 
 def kept_strength(strength: Tensor, rise: Tensor, brightening_only: bool) -> Tensor:
     """:func:`restorex_core.arch.gate.held_back` on precomputed rises (S,)."""
-    if not brightening_only:
-        return strength
-    return 1.0 - (rise / BRIGHTENING_RAMP).clamp(0.0, 1.0) * (1.0 - strength)
+    return kept_share(strength, rise) if brightening_only else strength
 
 
 def fit(samples: GateSamples, config: GateConfig, *, steps: int = 3000, batch: int = 256, lr: float = 1e-3,

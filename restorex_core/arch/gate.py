@@ -79,7 +79,12 @@ def held_back(strength: Tensor, images: Tensor, corrected: Tensor, *, brightenin
     strength = strength.float()
     if not brightening_only:
         return strength
-    rise = (luma_mean(corrected) - luma_mean(images)).to(strength.device)
+    return kept_share(strength, (luma_mean(corrected) - luma_mean(images)).to(strength.device))
+
+
+def kept_share(strength: Tensor, rise: Tensor) -> Tensor:
+    """:func:`held_back` with ``brightening_only``, given each correction's mean-luma ``rise`` (B,) (the fit
+    precomputes it): the gate's strength where the image brightens, 1 where it darkens, in between on the ramp."""
     brightening = (rise / BRIGHTENING_RAMP).clamp(0.0, 1.0)
     return 1.0 - brightening * (1.0 - strength)
 
