@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .arch.clip_vit import ClipVision
-from .arch.gate import CorrectionGate, held_back
+from .arch.gate import CorrectionGate, apply_output_curve, held_back
 from .arch.pem import PriorExtraction
 from .arch.prior_diffusion import FFEDM
 from .arch.restormer import PriorRestormer
@@ -50,7 +50,8 @@ class RestoreX(nn.Module):
     images), ``pem_input`` (PEM-S2, applied to the degraded input), ``ffedm``, ``restormer``, and ``tone`` (the
     global tone path, not in the paper: a curve per channel read off the input, applied before the Restormer;
     only when ``config.tone.knots > 0``) and ``gate`` (the correction gate, not in the paper: how much of the
-    correction each image gets, read off the input; only when ``config.gate.hidden > 0``).
+    correction each image gets, read off the input; only when ``config.gate.hidden > 0``; with
+    ``gate.curve_steps > 0`` it also picks an output curve, applied after the Restormer).
 
     Images everywhere are (B, C, H, W) float in [0, 1] with C in {1, 3, 4} and any H, W >= 1; outputs have
     the same shape, clamped to [0, 1]. Nothing here disables gradients: wrap inference in
@@ -186,6 +187,19 @@ class RestoreX(nn.Module):
             return None
         return self.gate(*self._raw_prior_features(images, priors, "the correction gate"))
 
+    @property
+    def has_output_curve(self) -> bool:
+        return self.gate is not None and self.gate.curve_net is not None
+
+    def output_curves(self, images: Tensor, priors: Priors | None = None) -> Tensor | None:
+        """The output curve the gate picks for each of ``images`` (:func:`restorex_core.arch.gate.apply_output_curve`
+        applies it to the Restormer's output): (B, 3 S + 1) fp32, None for a model without one. ``priors``: the
+        images' raw input priors when already at hand, else read here."""
+        if not self.has_output_curve:
+            return None
+        gate = self.gate
+        return gate.output_curve(gate.features(*self._raw_prior_features(images, priors, "the output curve")))
+
     def _toned(self, rgb: Tensor, curves: Tensor | None) -> Tensor:
         """``rgb`` through ``curves`` (computed here when None), in bands of rows: an 8K photo's lookup stays
         a few hundred MB. Unchanged for a model without a tone path."""
@@ -214,8 +228,10 @@ class RestoreX(nn.Module):
         interrupt: Interrupt | None = None,
         attention: list[Tensor] | None = None,
         curves: Tensor | None = None,
+        output_curve: Tensor | None = None,
     ) -> Tensor:
-        """Run the Restormer with the priors injected (after the tone path's curves, for a model with one).
+        """Run the Restormer with the priors injected (after the tone path's curves and before the output curve,
+        for a model with them).
 
         ``tile`` bounds memory: the Restormer runs over overlapping tiles blended with feathered weights,
         while everything global stays global: the priors, and the attention maps of every MDTA block, taken
@@ -239,6 +255,8 @@ class RestoreX(nn.Module):
                 own, tiled or not: a clip smooths them over time, and measures a thumbnail restored with them.
             curves: the tone path's curves (:meth:`tone_curves`); by default read off ``images`` themselves.
                 Ignored by a model without a tone path.
+            output_curve: the output curve's parameters (:meth:`output_curves`); by default read off ``images``
+                themselves. Ignored by a model without one.
         """
         images = check_images(images)
         check_tiling(tile, overlap, multiple_of=self.restormer.multiple_of)
@@ -247,16 +265,24 @@ class RestoreX(nn.Module):
                              "exposure: run FFEDM Enhance (RestoreX.enhance_priors) on them first, or give reference "
                              "or blended priors")
         return self._restore(images, priors, tile=tile, overlap=overlap, progress=progress, guide_size=guide_size,
-                             max_memory=max_memory, interrupt=interrupt, attention=attention, curves=curves)
+                             max_memory=max_memory, interrupt=interrupt, attention=attention, curves=curves,
+                             output_curve=output_curve)
 
     def _restore(self, images: Tensor, priors: Priors, *, tile: Tile, overlap: int, progress: Progress | None,
                  guide_size: int, max_memory: int | None, interrupt: Interrupt | None,
-                 attention: list[Tensor] | None, curves: Tensor | None = None) -> Tensor:
+                 attention: list[Tensor] | None, curves: Tensor | None = None,
+                 output_curve: Tensor | None = None) -> Tensor:
         if priors.blocks != self.config.clip.taps or priors.dim != self.config.pem.dim:
             raise ValueError(f"priors of blocks {priors.blocks} (D={priors.dim}) do not fit this model "
                              f"(blocks {self.config.clip.taps}, D={self.config.pem.dim})")
         split = split_channels(images)
         vectors = list(priors.expand(images.shape[0]).to(self.device, self.dtype).vectors)
+        if (self.has_output_curve and output_curve is None) or (self.tone is not None and curves is None):
+            raw = self.extract_priors(images, source="input")  # read once for both
+            if self.tone is not None and curves is None:
+                curves = self.tone_curves(images, raw)
+            if self.has_output_curve and output_curve is None:
+                output_curve = self.output_curves(images, raw)
         rgb = self._toned(split.rgb, curves)  # one curve per image, before any tiling: tiles agree
         b, _, h, w = rgb.shape
         if tile != "auto":
@@ -277,6 +303,8 @@ class RestoreX(nn.Module):
                                                       overlap, True, plan.guide_size, report, interrupt, maps))
                 out = torch.cat(outs)
         out = out.to(images.device, images.dtype).clamp(0.0, 1.0)
+        if self.has_output_curve:
+            out = apply_output_curve(out, output_curve)
         return split.merge(out)
 
     def _run_backing_off(self, rgb: Tensor, vectors: list[Tensor], tile: int | None, overlap: int, planned: bool,
@@ -416,9 +444,10 @@ class RestoreX(nn.Module):
         if gate is not None and not self.config.gate.brightening_only and not bool((gate > 0).any()):
             return images.clone()  # the gate leaves every image as it is: no need to run the Restormer
         curves = self.tone_curves(images, raw)
+        finish = self.output_curves(images, raw)
         priors = self.enhance_priors(raw, steps=steps, seed=seed, interrupt=interrupt)
         out = self.restore(images, priors, tile=tile, overlap=overlap, max_memory=max_memory, progress=progress,
-                           interrupt=interrupt, curves=curves)
+                           interrupt=interrupt, curves=curves, output_curve=finish)
         if gate is not None:
             kept = held_back(gate, images, out, brightening_only=self.config.gate.brightening_only)
             weight = weight * kept.cpu().view(-1, 1, 1, 1)  # (B, 1, H or 1, W or 1)

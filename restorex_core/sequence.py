@@ -241,6 +241,7 @@ class SequencePlan:
     breaks: Tensor | None = None  # (T,) bool: frames that start a new lighting or shot (no smoothing across)
     curves: Tensor | None = None  # models with a tone path: (T, 3, K + 1) per-frame curves, smoothed like the priors
     strengths: Tensor | None = None  # models with a correction gate: (T,) per-frame strengths, smoothed likewise
+    output_curves: Tensor | None = None  # models with an output curve: (T, 3 S + 1) per-frame, smoothed likewise
 
 
 def check_frames(frames: Sequence[Tensor]) -> tuple[int, int, int]:
@@ -277,7 +278,7 @@ def plan_sequence(model: RestoreX, frames: Sequence[Tensor], *, window: int, hol
     if hold < 0 or (hold % 2 == 0 and hold != 0 and smoothing == "centred"):
         raise ValueError(f"hold must be 0 (the whole shot) or an odd number of frames >= 1, got {hold}")
     t_count = len(frames)
-    per_frame, per_curves, per_strength, exposure = [], [], [], torch.empty(t_count)
+    per_frame, per_curves, per_strength, per_finish, exposure = [], [], [], [], torch.empty(t_count)
     shifts, shot_cuts = [(0.0, 0.0)] * t_count, torch.zeros(t_count, dtype=torch.bool)
     previous = None
     for t in range(t_count):
@@ -289,6 +290,8 @@ def plan_sequence(model: RestoreX, frames: Sequence[Tensor], *, window: int, hol
             per_curves.append(model.tone_curves(x, raw).cpu())
         if model.gate is not None:
             per_strength.append(model.correction_strength(x, raw).cpu())
+        if model.has_output_curve:
+            per_finish.append(model.output_curves(x, raw).cpu())
         per_frame.append(model.enhance_priors(raw, steps=steps, seed=seed))
         if window == 1:
             continue
@@ -302,8 +305,9 @@ def plan_sequence(model: RestoreX, frames: Sequence[Tensor], *, window: int, hol
     priors = Priors.cat(per_frame)
     curves = torch.cat(per_curves) if per_curves else None
     strengths = torch.cat(per_strength) if per_strength else None
+    finish = torch.cat(per_finish) if per_finish else None
     if window == 1:
-        return SequencePlan(priors, torch.ones(t_count), curves=curves, strengths=strengths)
+        return SequencePlan(priors, torch.ones(t_count), curves=curves, strengths=strengths, output_curves=finish)
     lighting = lighting_steps(exposure, window // 2, cut_ev) if (cut_ev and smoothing == "centred") else None
     breaks = shot_cuts if lighting is None else shot_cuts | lighting
     stacked = smooth_over_time(priors.stacked(), window, mode=smoothing, breaks=breaks)  # (T, N, D)
@@ -312,7 +316,10 @@ def plan_sequence(model: RestoreX, frames: Sequence[Tensor], *, window: int, hol
         curves = smooth_over_time(curves, window, mode=smoothing, breaks=breaks)
     if strengths is not None:  # one frame left alone and the next corrected would flicker
         strengths = smooth_over_time(strengths, window, mode=smoothing, breaks=breaks)
+    if finish is not None:  # the curve's parameters, averaged: a curve between its neighbours'
+        finish = smooth_over_time(finish, window, mode=smoothing, breaks=breaks)
     own_curves = (lambda t: None) if curves is None else (lambda t: curves[t : t + 1].to(model.device))
+    own_finish = (lambda t: None) if finish is None else (lambda t: finish[t : t + 1].to(model.device))
     gains, attention = torch.ones(t_count), None
     if tile is not None and max(shape[1:]) > tile:  # tiled, as RestoreX.restore decides (tile already resolved)
         maps = []
@@ -331,15 +338,15 @@ def plan_sequence(model: RestoreX, frames: Sequence[Tensor], *, window: int, hol
                 interrupt()
             x = _frame(frames, t, shape).to(model.device)
             own = None if attention is None else [a[t : t + 1].to(model.device) for a in attention]
-            lum = luminance(model.restore(_thumbnail(x), priors[t], attention=own,
-                                          curves=own_curves(t)))[0].detach().cpu()
+            lum = luminance(model.restore(_thumbnail(x), priors[t], attention=own, curves=own_curves(t),
+                                          output_curve=own_finish(t)))[0].detach().cpu()
             if previous is not None:
                 step = 0.0 if shot_cuts[t] else exposure_change(previous, lum, shifts[t])[0]
                 level[t] = level[t - 1] + step
             previous = lum
         held = smooth_over_time(level, hold or 2 * t_count + 1, mode=smoothing, breaks=breaks)
         gains = torch.exp2(held - level).float().clamp(1 / MAX_GAIN, MAX_GAIN)
-    return SequencePlan(priors, gains, attention, breaks, curves, strengths)
+    return SequencePlan(priors, gains, attention, breaks, curves, strengths, finish)
 
 
 def iter_corrected(model: RestoreX, frames: Sequence[Tensor], *, window: int = 9, hold: int = HOLD,
@@ -391,8 +398,9 @@ def iter_corrected(model: RestoreX, frames: Sequence[Tensor], *, window: int = 9
         x = chunk[0] if len(chunk) == 1 else torch.cat(chunk)  # cat would change a channels-last frame's layout
         maps = None if plan.attention is None else [a[start:stop].to(model.device) for a in plan.attention]
         curves = None if plan.curves is None else plan.curves[start:stop].to(model.device)
+        finish = None if plan.output_curves is None else plan.output_curves[start:stop].to(model.device)
         out = model.restore(x.to(model.device), plan.priors[start:stop], tile=tile, overlap=overlap, attention=maps,
-                            max_memory=max_memory, curves=curves)
+                            max_memory=max_memory, curves=curves, output_curve=finish)
         for i, t in enumerate(range(start, stop)):
             corrected = apply_gain(out[i : i + 1], float(plan.gains[t]))
             if auto_strength and plan.strengths is not None:

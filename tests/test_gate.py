@@ -229,6 +229,22 @@ def test_the_cli_reads_the_training_data_fits_and_writes_gated_weights(tmp_path:
     out.unlink()
     gate_fit.main(args)  # the samples read back: no --data needed
     assert out.is_file()
+    assert samples.pixels is None  # kept only for an output curve's fit
+    curved, with_pixels = tmp_path / "curved.safetensors", tmp_path / "pixels.pt"
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        gate_fit.main([*args, "--curve-steps", "2"])
+    assert "keeps no pixels" in capsys.readouterr().err
+    gate_fit.main(["--data", str(root), "--weights", str(weights), "--out", str(curved), "--config", str(config),
+                   "--samples", str(with_pixels), "--steps", "20", "--renders", "2", "--fused-cache",
+                   str(tmp_path / "fused"), "--curve-steps", "2"])
+    assert "PSNR full / curved / gated / best" in capsys.readouterr().out
+    pixels = gate_fit.GateSamples.load(with_pixels).pixels
+    assert pixels.shape == (12, 3, 3, gate_fit.PIXELS) and pixels.dtype == torch.float16
+    model = load_checkpoint(curved).eval()
+    assert model.config.gate.curve_steps == 2 and model.has_output_curve
+    with torch.inference_mode():
+        assert model.output_curves(torch.rand(1, 3, 32, 32)).shape == (1, 7)
     with pytest.raises(SystemExit):
         gate_fit.main(["--weights", str(out), "--out", str(tmp_path / "twice.safetensors"), "--samples", str(cache)])
     assert "already has a correction gate" in capsys.readouterr().err
@@ -279,3 +295,110 @@ def test_check_heldout_reports_what_the_gate_does_to_the_best_frames(tmp_path: P
     with pytest.raises(SystemExit):
         gate_fit.main(["--data", str(root), "--weights", str(plain), "--config", str(config), "--check-heldout"])
     assert "has no correction gate" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ the output curve
+def curved_model(gain: float, coeff: float, *, strength: float | None = 1.0) -> RestoreX:
+    """:func:`gated_model` with a one-step output curve whose every coefficient is ``coeff`` (saturation 1)."""
+    base = gated_model(gain, strength=strength)
+    model = RestoreX(base.config.replace(gate={**vars(base.config.gate), "curve_steps": 1, "curve_hidden": 8})).eval()
+    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("gate.curve_net.") for k in missing)
+    with torch.no_grad():
+        model.gate.curve_net[-1].bias[:3].fill_(math.atanh(coeff))
+    return model
+
+
+def test_the_output_curve_keeps_black_and_white_and_is_the_identity_at_zero(monkeypatch):
+    from restorex_core.arch import gate as gate_mod
+
+    x = torch.rand(2, 3, 10, 12, generator=torch.Generator().manual_seed(3))
+    x[:, :, 0, 0], x[:, :, 0, 1] = 0.0, 1.0
+    identity = gate_mod.curve_from_logits(torch.zeros(2, 7))  # 2 steps: 6 coefficients and the saturation
+    torch.testing.assert_close(identity, torch.tensor([[0.0] * 6 + [1.0]] * 2))
+    torch.testing.assert_close(gate_mod.apply_output_curve(x, identity), x, atol=1e-6, rtol=0)
+    up = gate_mod.curve_from_logits(torch.full((1, 7), 2.0))  # both steps brighten; saturation > 1
+    y = gate_mod.apply_output_curve(x, up)
+    assert torch.equal(y[:, :, 0, :2], x[:, :, 0, :2])  # black stays black, white stays white
+    inside = (x > 0.05) & (x < 0.95) & (y < 1)
+    assert bool((y >= x - 1e-6)[(x - x.mean(1, keepdim=True)).abs() < 0.01].all())  # grey pixels only brighten
+    assert float(luma_mean(y).min()) > float(luma_mean(x).max()) + 0.05 and inside.any()
+    down = gate_mod.curve_from_logits(torch.tensor([[-1.0] * 6 + [0.0]]))
+    grey = torch.linspace(0, 1, 11).view(1, 1, 1, 11).expand(1, 3, 1, 11)
+    dark = gate_mod.apply_output_curve(grey, down)
+    assert bool((dark[..., 1:-1] < grey[..., 1:-1]).all()) and bool((dark.diff(dim=-1) > 0).all())  # monotone
+    monkeypatch.setattr(gate_mod, "CURVE_BAND", 13)  # one row per band
+    torch.testing.assert_close(gate_mod.apply_output_curve(x, up), y)
+    with pytest.raises(ValueError, match="do not fit 2 images"):
+        gate_mod.apply_output_curve(x, torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="curve_steps >= 0"):
+        GateConfig(hidden=4, curve_steps=-1)
+
+
+def test_a_model_with_an_output_curve_applies_it_to_every_correction_and_leaves_a_good_photo_alone(tmp_path: Path):
+    from restorex_core.arch.gate import apply_output_curve
+    from restorex_core.sequence import correct_sequence
+
+    x = image()
+    model = curved_model(1.6, 0.5)
+    with torch.inference_mode():
+        params = model.output_curves(x)
+        assert params.shape == (2, 4)
+        torch.testing.assert_close(params[:, :3], torch.full((2, 3), 0.5))
+        want = apply_output_curve((x * 1.6).clamp(0, 1), params)
+        torch.testing.assert_close(model.correct(x), want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(model.correct(x, auto_strength=False), want, atol=1e-5, rtol=0)
+        priors = model.enhance_priors(model.extract_priors(x))
+        torch.testing.assert_close(model.restore(x, priors), want, atol=1e-5, rtol=0)  # the staged path too
+        torch.testing.assert_close(correct_sequence(model, x, window=1), model.correct(x))
+        assert torch.equal(curved_model(1.6, 0.5, strength=0).correct(x), x)  # the gate still leaves it bit for bit
+    back = load_checkpoint(save_checkpoint(model, tmp_path / "curved.safetensors")).eval()
+    assert back.config.gate.curve_steps == 1 and back.has_output_curve
+    with torch.inference_mode():
+        torch.testing.assert_close(back.correct(x), model.correct(x))
+    assert not gated_model(1.6).has_output_curve and gated_model(1.6).output_curves(x) is None
+
+
+def curve_samples(n: int = 240, pixels: int = 256) -> gate_fit.GateSamples:
+    """Samples whose every correction ``o`` misses its target by a global curve: ``y = o ** 0.6`` (too dark) where
+    feature 0 is high, ``y = o ** 1.6`` (too bright) where it is low; every input is ``o / 2``."""
+    g = torch.Generator().manual_seed(1)
+    dark = torch.arange(n) % 2 == 0
+    feats = torch.randn(n, 4 * 16 + 3 * 32, generator=g)
+    feats[:, 0] = dark.float() * 3
+    o = torch.rand(n, 3, pixels, generator=g) * 0.9 + 0.05
+    y = torch.where(dark.view(n, 1, 1), o**0.6, o**1.6)
+    x = o / 2
+    d, e = o - x, y - x
+    abc = torch.stack([(d * d).mean((1, 2)), (d * e).mean((1, 2)), (e * e).mean((1, 2))], 1)
+    pix = torch.stack([x, o, y], 1).half()
+    return gate_fit.GateSamples(feats, abc, torch.full((n,), 0.1), torch.full((n,), gate_fit.KINDS.index("render")),
+                                torch.arange(n) // 2, torch.zeros(n, dtype=torch.bool), pix)
+
+
+def test_the_curve_fit_learns_each_images_global_error_and_cross_validates(tmp_path: Path):
+    from restorex_core.arch.gate import apply_output_curve
+
+    samples = curve_samples()
+    config = GateConfig(hidden=16, prior_dim=16, curve_steps=2, curve_hidden=16)
+    gate = gate_fit.fit(samples, config, steps=200, curve_steps=600)
+    abc, _ = gate_fit.curved_terms(samples, gate)
+    one = torch.ones(len(samples))
+    before, after = gate_fit._psnr(samples.abc, one), gate_fit._psnr(abc, one)
+    assert float((after - before).mean()) > 8, (before.mean(), after.mean())
+    with torch.no_grad():
+        grey = apply_output_curve(torch.full((len(samples), 3, 1, 1), 0.5), gate.output_curve(samples.features))
+    dark = samples.features[:, 0] > 1
+    # 0.5 ** 0.6 = 0.66 and 0.5 ** 1.6 = 0.33: each image's curve lifts or lowers a mid grey as its target needs
+    assert float(grey[dark].mean()) > 0.62 and float(grey[~dark].mean()) < 0.38, (grey[dark].mean(), grey[~dark].mean())
+    assert "| render | 240 |" in gate_fit.summary(samples, gate)
+    samples.save(tmp_path / "s.pt")
+    assert torch.equal(gate_fit.GateSamples.load(tmp_path / "s.pt").pixels, samples.pixels)
+    table = gate_fit.cross_validate(samples, config, folds=3, under_weights=(4.0,), steps=100, curve_steps=400)
+    assert "PSNR full / curved / gated" in table
+    row = next(line for line in table.splitlines() if line.startswith("| 4 |"))
+    full, curved = (float(v) for v in row.split(" | ")[1].split(" / ")[:2])
+    assert curved > full + 4, table  # on renders no fold's curve saw (160 samples per fit, 160 noise features)
+    no_pixels = gate_fit.GateSamples(*(getattr(samples, k) for k in gate_fit.GateSamples.FIELDS[:-1]))
+    with pytest.raises(ValueError, match="keep no pixels"):
+        gate_fit.fit(no_pixels, config, steps=1)

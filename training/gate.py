@@ -23,6 +23,9 @@ chosen.
 ``--check-heldout`` runs gated weights on the held-out scenes' best-exposed frames instead (real good photos the
 fit never saw) and prints what the gate does to each.
 ``--samples FILE`` keeps the samples (tensors only, read back with ``weights_only=True``) for refits.
+``--curve-steps N`` gives the gate an output curve (``restorex_core.arch.gate``), fitted first on :data:`PIXELS`
+pixels kept per sample (input, full correction and target at the same random positions), the strength then fitted
+on the curved correction; the samples must have been read with their pixels (``--pixels``).
 """
 
 from __future__ import annotations
@@ -40,7 +43,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from restorex_core.arch.gate import LOW, SPAN, CorrectionGate, GateConfig, kept_share, strength_from_logit
+from restorex_core.arch.gate import (
+    LOW,
+    SPAN,
+    CorrectionGate,
+    GateConfig,
+    apply_output_curve,
+    curve_from_logits,
+    kept_share,
+    strength_from_logit,
+)
 from restorex_core.files import atomic_path
 from restorex_core.images import luma_mean
 
@@ -55,6 +67,7 @@ from .synthetic import find_images
 
 logger = logging.getLogger(__name__)
 
+PIXELS = 8192  # pixels of each sample kept for an output curve's fit (--curve-steps)
 SIDE = 256  # every sample is read at this long side (the gate's features are read there too)
 EPS = 1e-5  # the loss's floor: 50 dB
 START = 0.9  # every image's strength when the fit starts
@@ -75,8 +88,9 @@ class GateSamples:
     kind: Tensor
     group: Tensor
     rule: Tensor
+    pixels: Tensor | None = None  # (S, 3, 3, P) fp16: P pixels of input, full correction, target (the curve's fit)
 
-    FIELDS = ("features", "abc", "rise", "kind", "group", "rule")
+    FIELDS = ("features", "abc", "rise", "kind", "group", "rule", "pixels")
 
     def __len__(self) -> int:
         return self.features.shape[0]
@@ -87,7 +101,7 @@ class GateSamples:
 
     def save(self, path: str | Path) -> None:
         with atomic_path(path) as tmp:
-            torch.save({k: getattr(self, k) for k in self.FIELDS}, tmp)
+            torch.save({k: getattr(self, k) for k in self.FIELDS if getattr(self, k) is not None}, tmp)
 
     @classmethod
     def load(cls, path: str | Path) -> GateSamples:
@@ -95,19 +109,22 @@ class GateSamples:
 
     def subset(self, keep: Tensor) -> GateSamples:
         """The samples where ``keep`` (S,) bool is true, or at the indices ``keep`` (long)."""
-        return GateSamples(*(getattr(self, k)[keep] for k in self.FIELDS))
+        return GateSamples(*(None if getattr(self, k) is None else getattr(self, k)[keep] for k in self.FIELDS))
 
 
-def gate_config(model: nn.Module, hidden: int = 128, *, brightening_only: bool = False) -> GateConfig:
+def gate_config(model: nn.Module, hidden: int = 128, *, brightening_only: bool = False,
+                curve_steps: int = 0) -> GateConfig:
     """The gate this fit gives ``model``: reading its priors, histograms at :data:`SIDE`."""
     c = model.config
     return GateConfig(hidden=hidden, prior_dim=c.pem.dim, num_priors=len(c.clip.taps), feature_side=SIDE,
-                      brightening_only=brightening_only)
+                      brightening_only=brightening_only, curve_steps=curve_steps)
 
 
-def read_sample(model: nn.Module, gate: CorrectionGate, x: Tensor, y: Tensor, *, seed: int = 0
-                ) -> tuple[Tensor, Tensor, float]:
-    """(3, H, W) input and target -> (gate features, (a, b, c), mean-luma rise) of ``model``'s full correction."""
+def read_sample(model: nn.Module, gate: CorrectionGate, x: Tensor, y: Tensor, *, seed: int = 0, pixels: int = 0,
+                index: int = 0) -> tuple[Tensor, Tensor, float, Tensor | None]:
+    """(3, H, W) input and target -> (gate features, (a, b, c), mean-luma rise, pixels) of ``model``'s full
+    correction; pixels: None, or (3, 3, ``pixels``) fp16, the input, the correction and the target at the same
+    random positions (drawn with replacement, seeded by ``index``): what the output curve's fit reads."""
     x, y = resize_max(x, SIDE), resize_max(y, SIDE)
     with torch.inference_mode():
         batch = x[None].to(model.device, model.dtype)
@@ -118,49 +135,56 @@ def read_sample(model: nn.Module, gate: CorrectionGate, x: Tensor, y: Tensor, *,
         raise ValueError(f"an input of {tuple(x.shape)} has a target of {tuple(y.shape)}: pairs must match")
     d, e = o - x, y - x
     abc = torch.stack([(d * d).mean(), (d * e).mean(), (e * e).mean()])
-    return feats, abc, float(luma_mean(o[None]) - luma_mean(x[None]))
+    pix = None
+    if pixels:
+        where = torch.randint(x.shape[-2] * x.shape[-1], (pixels,), generator=torch.Generator().manual_seed(index))
+        pix = torch.stack([x, o, y]).flatten(2)[:, :, where].half()
+    return feats, abc, float(luma_mean(o[None]) - luma_mean(x[None])), pix
 
 
 def gate_samples(model: nn.Module, data_root: Path, *, config: Path = DEFAULT_CONFIG,
                  fused_cache: str | Path | None = None, renders: int = 3, seed: int = 0,
-                 limit: int | None = None) -> GateSamples:
-    """The fit's samples from the training data (module docstring); ``limit``: at most N stack pairs and photos."""
+                 limit: int | None = None, pixels: int = 0) -> GateSamples:
+    """The fit's samples from the training data (module docstring); ``limit``: at most N stack pairs and photos;
+    ``pixels``: keep that many pixels of each sample (:func:`read_sample`), which an output curve's fit needs."""
     data = read_toml(config)["data"]
     gate = CorrectionGate(gate_config(model))
     rng = np.random.default_rng(seed)
-    rows: list[tuple[Tensor, Tensor, float, int, int, bool]] = []
+    rows: list[tuple[Tensor, Tensor, float, Tensor, int, int, bool]] = []
     t0 = time.monotonic()
     stacks = StackDataset(data_root / "stacks", exclude=data["val_scenes"], pairs="all", target="rule")
     scenes = sorted(stacks.scenes)
     rule_frames = {f"{sid}/{stacks.scenes[sid][k].path.name}" for sid in scenes
                    for k in (stacks.roles[sid].under, stacks.roles[sid].over) if k is not None}
     pairs = stacks.pairs if limit is None else stacks.pairs[:limit]
+
+    def read(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, float, Tensor | None]:
+        return read_sample(model, gate, x, y, seed=seed, pixels=pixels, index=len(rows))
+
     for i, pair in enumerate(pairs):
         item = stacks[i]
-        rows.append((*read_sample(model, gate, item["input"], item["target"], seed=seed), KINDS.index("stack"),
+        rows.append((*read(item["input"], item["target"]), KINDS.index("stack"),
                      scenes.index(pair.name.rsplit("/", 1)[0]), pair.name in rule_frames))
     fusions = StackDataset(data_root / "stacks", exclude=data["val_scenes"], pairs="rule", target="fused",
                            fusion_alpha=1.0, fused_cache=fused_cache, identity=True)
     fused = [pair for pair in fusions.pairs if pair.exposure == "identity"]
     for pair in fused if limit is None else fused[:limit]:
         y = load_image(pair.target)
-        rows.append((*read_sample(model, gate, y, y, seed=seed), KINDS.index("fusion"),
-                     scenes.index(pair.name.rsplit("/", 1)[0]), False))
+        rows.append((*read(y, y), KINDS.index("fusion"), scenes.index(pair.name.rsplit("/", 1)[0]), False))
     logger.info("%d stack samples (%.0f s)", len(rows), time.monotonic() - t0)
     held = tuple((data_root / "photos" / e).resolve() for e in data.get("synthetic_exclude", ()))
     photos = [p for p in find_images(data_root / "photos") if not any(p.resolve().is_relative_to(h) for h in held)]
     for n, p in enumerate(photos if limit is None else photos[:limit]):
         y = resize_max(load_image(p), SIDE)
         group = len(scenes) + n
-        rows.append((*read_sample(model, gate, y, y, seed=seed), KINDS.index("photo"), group, False))
+        rows.append((*read(y, y), KINDS.index("photo"), group, False))
         for k in range(renders):
             ev = float(rng.uniform(*(NEAR_EVS if k % 2 == 0 else ALL_EVS)))
-            rows.append((*read_sample(model, gate, exposed(y, ev, rng, noise=True), y, seed=seed),
-                         KINDS.index("render"), group, False))
+            rows.append((*read(exposed(y, ev, rng, noise=True), y), KINDS.index("render"), group, False))
     logger.info("%d samples in all (%.0f s)", len(rows), time.monotonic() - t0)
-    feats, abc, rise, kind, group, rule = zip(*rows, strict=True)
+    feats, abc, rise, pix, kind, group, rule = zip(*rows, strict=True)
     return GateSamples(torch.stack(feats), torch.stack(abc), torch.tensor(rise), torch.tensor(kind),
-                       torch.tensor(group), torch.tensor(rule))
+                       torch.tensor(group), torch.tensor(rule), torch.stack(pix) if pixels else None)
 
 
 def kept_strength(strength: Tensor, rise: Tensor, brightening_only: bool) -> Tensor:
@@ -168,9 +192,58 @@ def kept_strength(strength: Tensor, rise: Tensor, brightening_only: bool) -> Ten
     return kept_share(strength, rise) if brightening_only else strength
 
 
+def _curved(pixels: Tensor, params: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Sample pixels (S, 3, 3, P) and output-curve parameters (S, 3 k + 1) -> input, curved correction and
+    target, each (S, 3, P) fp32."""
+    x, o, y = pixels.float().unbind(1)
+    return x, apply_output_curve(o[..., None], params)[..., 0], y
+
+
+def curved_terms(samples: GateSamples, gate: CorrectionGate, *, chunk: int = 256) -> tuple[Tensor, Tensor]:
+    """The error terms (S, 3) and mean-luma rises (S,) of the correction through ``gate``'s output curve, from the
+    samples' pixels; the samples' own (the network's correction as it is) for a gate without one."""
+    if gate.curve_net is None:
+        return samples.abc, samples.rise
+    if samples.pixels is None:
+        raise ValueError("these samples keep no pixels: read them again to fit an output curve")
+    luma = torch.tensor((0.299, 0.587, 0.114)).view(1, 3, 1)
+    abc, rise = [], []
+    with torch.no_grad():
+        for i in range(0, len(samples), chunk):
+            x, co, y = _curved(samples.pixels[i : i + chunk], gate.output_curve(samples.features[i : i + chunk]))
+            d, e = co - x, y - x
+            abc.append(torch.stack([(d * d).mean((1, 2)), (d * e).mean((1, 2)), (e * e).mean((1, 2))], dim=1))
+            rise.append(((co - x) * luma).sum(1).mean(1))
+    return torch.cat(abc), torch.cat(rise)
+
+
+def fit_curve(samples: GateSamples, gate: CorrectionGate, *, steps: int = 1500, batch: int = 64, lr: float = 1e-3,
+              weight_decay: float = 1e-2, seed: int = 0) -> None:
+    """Fit ``gate``'s output curve (its feature statistics already set) to minimise the mean log error of the
+    curved full correction against the target, over every sample's pixels."""
+    if samples.pixels is None:
+        raise ValueError("these samples keep no pixels: read them again to fit an output curve")
+    net = gate.curve_net
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed + 1)
+    net.train()
+    for _ in range(steps):
+        idx = torch.randint(len(samples), (batch,), generator=gen)
+        params = curve_from_logits(net(gate.normalised(samples.features[idx])))
+        _, co, y = _curved(samples.pixels[idx], params)
+        loss = (((co - y) ** 2).mean((1, 2)) + EPS).log().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+
+
 def fit(samples: GateSamples, config: GateConfig, *, steps: int = 3000, batch: int = 256, lr: float = 1e-3,
-        weight_decay: float = 1e-2, under_weight: float = 4.0, seed: int = 0) -> CorrectionGate:
-    """The gate minimising the mean log error of the gated outputs (module docstring), in eval mode."""
+        weight_decay: float = 1e-2, under_weight: float = 4.0, seed: int = 0,
+        curve_steps: int = 1500) -> CorrectionGate:
+    """The gate minimising the mean log error of the gated outputs (module docstring), in eval mode. With
+    ``config.curve_steps`` its output curve is fitted first (``curve_steps`` AdamW steps, :func:`fit_curve`), and
+    the strength on the curved correction."""
     if len(samples) == 0:
         raise ValueError("no samples to fit the gate on")
     torch.manual_seed(seed)
@@ -180,10 +253,13 @@ def fit(samples: GateSamples, config: GateConfig, *, steps: int = 3000, batch: i
     f = samples.features.float()
     gate.feature_mean.copy_(f.mean(0))
     gate.feature_std.copy_(f.std(0).nan_to_num(1.0).clamp(min=1e-4))
-    best = samples.best_strength()
+    if gate.curve_net is not None:
+        fit_curve(samples, gate, steps=curve_steps, lr=lr, weight_decay=weight_decay, seed=seed)
+    abc, rise = curved_terms(samples, gate)
+    best = (abc[:, 1] / abc[:, 0].clamp(min=1e-12)).clamp(0.0, 1.0)
     use = torch.arange(len(samples))
     if config.brightening_only:  # a darkening correction is kept whole: those samples teach nothing
-        use = use[samples.rise > 0]
+        use = use[rise > 0]
     if len(use) == 0:
         logger.warning("no sample's correction brightens it: the gate keeps every correction")
         return gate.eval()
@@ -193,8 +269,8 @@ def fit(samples: GateSamples, config: GateConfig, *, steps: int = 3000, batch: i
     for _ in range(steps):
         idx = use[torch.randint(len(use), (batch,), generator=gen)]
         z = (f[idx] - gate.feature_mean) / gate.feature_std
-        w = kept_strength(strength_from_logit(gate.net(z)[:, 0]), samples.rise[idx], config.brightening_only)
-        a, b, c = samples.abc[idx].T
+        w = kept_strength(strength_from_logit(gate.net(z)[:, 0]), rise[idx], config.brightening_only)
+        a, b, c = abc[idx].T
         err = (a * w * w - 2 * b * w + c).clamp(min=0) + EPS
         under = (w < best[idx]).float()
         loss = (err.log() * (1 + (under_weight - 1) * under)).mean()
@@ -204,23 +280,27 @@ def fit(samples: GateSamples, config: GateConfig, *, steps: int = 3000, batch: i
     return gate.eval()
 
 
+def _psnr(abc: Tensor, w: Tensor) -> Tensor:
+    """(S, 3) error terms and (S,) strengths -> (S,) PSNR of the blend, capped at 50 dB."""
+    a, b, c = abc.T
+    return -10 * torch.log10((a * w * w - 2 * b * w + c).clamp(min=0) + EPS)
+
+
 def summary(samples: GateSamples, gate: CorrectionGate) -> str:
-    """Per kind of sample: count, mean best and fitted strength kept, PSNR full / gated / best (capped at 50 dB)."""
+    """Per kind of sample: count, mean best and fitted strength kept, PSNR of the network's full correction /
+    through the output curve (the same without one) / gated / best strength (capped at 50 dB)."""
+    abc, rise = curved_terms(samples, gate)
     with torch.no_grad():
-        w = kept_strength(gate.strength(samples.features), samples.rise, gate.config.brightening_only)
-    best = samples.best_strength()
-    a, b, c = samples.abc.T
-
-    def psnr(s: Tensor) -> Tensor:
-        return -10 * torch.log10((a * s * s - 2 * b * s + c).clamp(min=0) + EPS)
-
-    lines = ["| samples | n | best strength | gate's | PSNR full / gated / best |", "|---|---:|---:|---:|---|"]
+        w = kept_strength(gate.strength(samples.features), rise, gate.config.brightening_only)
+    best = (abc[:, 1] / abc[:, 0].clamp(min=1e-12)).clamp(0.0, 1.0)
+    one = torch.ones_like(w)
+    lines = ["| samples | n | best strength | gate's | PSNR full / curved / gated / best |", "|---|---:|---:|---:|---|"]
     for k, name in enumerate(KINDS):
         m = samples.kind == k
         if m.any():
             lines.append(f"| {name} | {int(m.sum())} | {best[m].mean():.2f} | {w[m].mean():.2f} | "
-                         f"{psnr(torch.ones_like(w))[m].mean():.2f} / {psnr(w)[m].mean():.2f} / "
-                         f"{psnr(best)[m].mean():.2f} |")
+                         f"{_psnr(samples.abc, one)[m].mean():.2f} / {_psnr(abc, one)[m].mean():.2f} / "
+                         f"{_psnr(abc, w)[m].mean():.2f} / {_psnr(abc, best)[m].mean():.2f} |")
     return "\n".join(lines)
 
 
@@ -228,8 +308,9 @@ def cross_validate(samples: GateSamples, config: GateConfig, *, folds: int = 5,
                    under_weights: Sequence[float] = (4.0,), **fit_kwargs) -> str:
     """How a gate does on scenes and photos it was not fitted on: the groups (stack scenes and photos, each with
     its frames, fusion and renders) split into ``folds`` (every ``folds``-th group), a gate fitted on all but one
-    fold and scored on that fold, for each under-weight. A markdown table, PSNR full / gated per kind of sample,
-    the stack frames being the GT rule's under / over ones only (as the held-out subsets)."""
+    fold and scored on that fold, for each under-weight. A markdown table, PSNR full / gated per kind of sample
+    (with an output curve: full / curved / gated), the stack frames being the GT rule's under / over ones only (as
+    the held-out subsets)."""
     groups = samples.group.unique()
     if folds < 2 or len(groups) < folds:
         raise ValueError(f"cross-validation over {folds} folds needs at least 2 folds and as many groups; the "
@@ -240,21 +321,22 @@ def cross_validate(samples: GateSamples, config: GateConfig, *, folds: int = 5,
     scored = {"rule frames": (samples.kind == KINDS.index("stack")) & samples.rule}
     scored |= {f"{k}s": samples.kind == KINDS.index(k) for k in KINDS[1:]}
     scored = {name: m for name, m in scored.items() if m.any()}
-    lines = [f"Correction gate, {folds}-fold cross-validation by scene and photo: PSNR full / gated (change)", "",
+    curve = config.curve_steps > 0
+    columns = "full / curved / gated" if curve else "full / gated"
+    lines = [f"Correction gate, {folds}-fold cross-validation by scene and photo: PSNR {columns} (change)", "",
              "| under-weight | " + " | ".join(scored) + " |", "|---:|" + "---|" * len(scored)]
-    a, b, c = samples.abc.T
     for uw in under_weights:
-        w = torch.ones(len(samples))
+        w, abc = torch.ones(len(samples)), samples.abc.clone()
         for f in range(folds):
             held = fold == f
             gate = fit(samples.subset(~held), config, under_weight=uw, **fit_kwargs)
+            abc[held], rise = curved_terms(samples.subset(held), gate)
             with torch.no_grad():
-                w[held] = kept_strength(gate.strength(samples.features[held]), samples.rise[held],
-                                        config.brightening_only)
-        full = -10 * torch.log10((a - 2 * b + c).clamp(min=0) + EPS)
-        gated = -10 * torch.log10((a * w * w - 2 * b * w + c).clamp(min=0) + EPS)
-        cells = [f"{full[m].mean():.2f} / {gated[m].mean():.2f} ({(gated - full)[m].mean():+.2f})"
-                 for m in scored.values()]
+                w[held] = kept_strength(gate.strength(samples.features[held]), rise, config.brightening_only)
+        one = torch.ones_like(w)
+        full, curved, gated = _psnr(samples.abc, one), _psnr(abc, one), _psnr(abc, w)
+        cells = [f"{full[m].mean():.2f} / {f'{curved[m].mean():.2f} / ' if curve else ''}{gated[m].mean():.2f} "
+                 f"({(gated - full)[m].mean():+.2f})" for m in scored.values()]
         lines.append(f"| {uw:g} | " + " | ".join(cells) + " |")
         logger.info("under-weight %g done", uw)
     return "\n".join(lines)
@@ -340,6 +422,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "for each of --cv-weights")
     p.add_argument("--cv-weights", default="2,4,8,16", metavar="W,W,...",
                    help="the under-weights --cv compares (default 2,4,8,16)")
+    p.add_argument("--curve-steps", type=int, default=0,
+                   help="give the gate an output curve of this many quadratic steps per channel, fitted first "
+                        "(gate.curve_steps; default 0: none)")
+    p.add_argument("--pixels", type=int, metavar="P",
+                   help=f"keep P pixels of each sample, for output-curve fits (default {PIXELS} with --curve-steps, "
+                        "else 0; 8192 make a 2106-sample file about 310 MB)")
     p.add_argument("--brightening-only", action="store_true",
                    help="let the gate hold back only corrections that brighten (gate.brightening_only)")
     p.add_argument("--seed", type=int, default=0)
@@ -370,15 +458,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.samples and Path(args.samples).exists():
         samples = GateSamples.load(args.samples)
         logger.info("%d samples read from %s", len(samples), args.samples)
+        if args.curve_steps and samples.pixels is None:
+            p.error(f"{args.samples} keeps no pixels, which an output curve's fit needs: give a new --samples FILE "
+                    "with --data to read the samples again with their pixels")
     else:
         if not args.data:
             p.error("--data is needed to read the samples (or an existing --samples FILE)")
         cache = args.fused_cache or os.environ.get("RESTOREX_FUSED_CACHE") or None
+        pixels = args.pixels if args.pixels is not None else PIXELS if args.curve_steps else 0
         samples = gate_samples(model, Path(args.data), config=Path(args.config), fused_cache=cache,
-                               renders=args.renders, seed=args.seed, limit=args.limit)
+                               renders=args.renders, seed=args.seed, limit=args.limit, pixels=pixels)
         if args.samples:
             samples.save(args.samples)
-    config = gate_config(model, args.hidden, brightening_only=args.brightening_only)
+    config = gate_config(model, args.hidden, brightening_only=args.brightening_only, curve_steps=args.curve_steps)
     if args.cv:
         weights = [float(v) for v in args.cv_weights.split(",")]
         print(cross_validate(samples, config, folds=args.cv, under_weights=weights, steps=args.steps,
