@@ -54,7 +54,7 @@ from restorex_core.arch.gate import (
     strength_from_logit,
 )
 from restorex_core.files import atomic_path
-from restorex_core.images import luma_mean
+from restorex_core.images import LUMA, luma_mean
 
 from .config import read_toml
 from .curve_probe import resize_max
@@ -206,7 +206,7 @@ def curved_terms(samples: GateSamples, gate: CorrectionGate, *, chunk: int = 256
         return samples.abc, samples.rise
     if samples.pixels is None:
         raise ValueError("these samples keep no pixels: read them again to fit an output curve")
-    luma = torch.tensor((0.299, 0.587, 0.114)).view(1, 3, 1)
+    luma = torch.tensor(LUMA).view(1, 3, 1)
     abc, rise = [], []
     with torch.no_grad():
         for i in range(0, len(samples), chunk):

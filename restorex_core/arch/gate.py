@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..images import luma_mean
+from ..images import LUMA, luma_mean
 from .tone import histograms
 
 # g = clamp(SPAN * sigmoid(z) - LOW, 0, 1): the sigmoid reaches 0 and 1 exactly at finite z, so a good photo can
@@ -131,7 +131,7 @@ def apply_output_curve(images: Tensor, params: Tensor) -> Tensor:
     params = params.float().to(images.device)
     coeffs = params[:, :-1].reshape(-1, steps, 3, 1, 1)
     saturation = params[:, -1].view(-1, 1, 1, 1)
-    luma = torch.tensor((0.299, 0.587, 0.114), device=images.device).view(1, 3, 1, 1)
+    luma = torch.tensor(LUMA, device=images.device).view(1, 3, 1, 1)
 
     def curve(band: Tensor) -> Tensor:
         v = band.float().clamp(0.0, 1.0)
