@@ -157,7 +157,7 @@ def test_the_fit_learns_which_images_to_leave_alone(tmp_path: Path):
     good = samples.kind == 2
     assert float(w[good].max()) < 0.05 and float(w[~good].mean()) > 0.98
     table = gate_fit.summary(samples, gate)
-    assert "| photo | 200 | 0.00 |" in table and "| stack | 200 | 1.00 |" in table
+    assert "| photos | 200 | 0.00 |" in table and "| stack frames | 200 | 1.00 |" in table
     samples.save(tmp_path / "s.pt")
     back = gate_fit.GateSamples.load(tmp_path / "s.pt")
     assert torch.equal(back.features, samples.features) and torch.equal(back.kind, samples.kind)
@@ -183,6 +183,12 @@ def test_cross_validation_scores_each_fold_with_a_gate_that_never_saw_it():
     # correction where the gate errs, and the under-weight makes it err less
     assert change[1][1] > 15 and change[4][1] > 15, table
     assert change[1][0] < change[4][0] <= 0, table
+    seeded = gate_fit.cross_validate(samples, config, folds=4, under_weights=(4.0,), seeds=(0, 1), steps=300)
+    rows = {line.split(" | ")[0].strip("| "): line for line in seeded.splitlines() if line.startswith("| 4")}
+    assert list(rows) == ["4, seed 0", "4, seed 1", "4, mean of 2 seeds"], seeded
+    photos = {k: float(v.strip("|").split(" | ")[2].split(" / ")[1].split(" ")[0]) for k, v in rows.items()}
+    assert photos["4, seed 0"] != photos["4, seed 1"], seeded  # two fits, not one printed twice
+    assert abs(photos["4, mean of 2 seeds"] - (photos["4, seed 0"] + photos["4, seed 1"]) / 2) < 0.011, seeded
     with pytest.raises(ValueError, match="as many groups"):
         gate_fit.cross_validate(samples.subset(torch.arange(6)), config, folds=4)
 
@@ -217,9 +223,13 @@ def test_the_cli_reads_the_training_data_fits_and_writes_gated_weights(tmp_path:
     printed = capsys.readouterr().out
     samples = gate_fit.GateSamples.load(cache)
     counts = {k: int((samples.kind == i).sum()) for i, k in enumerate(gate_fit.KINDS)}
-    assert counts == {"stack": 4, "fusion": 2, "photo": 2, "render": 4}, counts  # 2 frames + 1 fusion per scene
+    # per scene: its 2 other frames toward the GT-rule frame, its fusion and the GT frame itself as good photos
+    assert counts == {"stack": 4, "fusion": 2, "photo": 2, "render": 4, "best": 2}, counts
+    best = samples.kind == gate_fit.KINDS.index("best")
+    assert torch.equal(samples.abc[best, 2], torch.zeros(2)) and samples.abc[best, 0].min() > 0  # its own target
+    assert sorted(samples.group[best].tolist()) == sorted(set(samples.group[samples.kind == 0].tolist()))
     assert samples.features.shape[1] == 4 * 16 + 3 * 32
-    assert "| render |" in printed and f"wrote {out}" in printed
+    assert "| renders |" in printed and "| best frames | 2 |" in printed and f"wrote {out}" in printed
     gated = load_checkpoint(out).eval()
     assert gated.gate is not None and not gated.config.gate.brightening_only
     assert gate_fit.stored_dtype(out) == torch.float16 and out.stat().st_size < 1.2 * weights.stat().st_size
@@ -240,11 +250,19 @@ def test_the_cli_reads_the_training_data_fits_and_writes_gated_weights(tmp_path:
                    str(tmp_path / "fused"), "--curve-steps", "2"])
     assert "PSNR full / curved / gated / best" in capsys.readouterr().out
     pixels = gate_fit.GateSamples.load(with_pixels).pixels
-    assert pixels.shape == (12, 3, 3, gate_fit.PIXELS) and pixels.dtype == torch.float16
+    assert pixels.shape == (14, 3, 3, gate_fit.PIXELS) and pixels.dtype == torch.float16
     model = load_checkpoint(curved).eval()
     assert model.config.gate.curve_steps == 2 and model.has_output_curve
     with torch.inference_mode():
         assert model.output_curves(torch.rand(1, 3, 32, 32)).shape == (1, 7)
+    v4_samples = tmp_path / "v4_samples.pt"  # v4's recipe read no best frames
+    gate_fit.main(["--data", str(root), "--weights", str(weights), "--out", str(tmp_path / "v4.safetensors"),
+                   "--config", str(config), "--samples", str(v4_samples), "--steps", "5", "--renders", "2",
+                   "--fused-cache", str(tmp_path / "fused"), "--no-best-frames"])
+    old = gate_fit.GateSamples.load(v4_samples)
+    assert len(old) == 12 and not (old.kind == gate_fit.KINDS.index("best")).any()
+    keep = samples.kind != gate_fit.KINDS.index("best")
+    torch.testing.assert_close(old.abc, samples.abc[keep])
     with pytest.raises(SystemExit):
         gate_fit.main(["--weights", str(out), "--out", str(tmp_path / "twice.safetensors"), "--samples", str(cache)])
     assert "already has a correction gate" in capsys.readouterr().err
@@ -391,7 +409,7 @@ def test_the_curve_fit_learns_each_images_global_error_and_cross_validates(tmp_p
     dark = samples.features[:, 0] > 1
     # 0.5 ** 0.6 = 0.66 and 0.5 ** 1.6 = 0.33: each image's curve lifts or lowers a mid grey as its target needs
     assert float(grey[dark].mean()) > 0.62 and float(grey[~dark].mean()) < 0.38, (grey[dark].mean(), grey[~dark].mean())
-    assert "| render | 240 |" in gate_fit.summary(samples, gate)
+    assert "| renders | 240 |" in gate_fit.summary(samples, gate)
     samples.save(tmp_path / "s.pt")
     assert torch.equal(gate_fit.GateSamples.load(tmp_path / "s.pt").pixels, samples.pixels)
     table = gate_fit.cross_validate(samples, config, folds=3, under_weights=(4.0,), steps=100, curve_steps=400)

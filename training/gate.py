@@ -10,9 +10,10 @@ and its target ``y`` reduce to three numbers, so that the error of the gated out
 ``a w^2 - 2 b w + c`` for any strength ``w`` (a = mean((o - x)^2), b = mean((o - x)(y - x)), c = mean((y - x)^2)),
 and the fit runs on those alone (a few seconds for thousands of steps). The samples: every frame of the training
 stack scenes toward its rule frame (the target the network was trained toward, and what the held-out rule-frame
-subsets score), each scene's exposure fusion toward itself, and every training photo as it is (its own target)
-and rendered through the camera model at ``--renders`` EVs (alternately uniform over [-1.5, +1.5], where a photo
-is nearly right, and over [-4, +3]). Nothing from the held-out data.
+subsets score), each scene's exposure fusion and its best-exposed frame (the GT rule's frame: a real photo taken
+well exposed) toward themselves, and every training photo as it is (its own target) and rendered through the camera
+model at ``--renders`` EVs (alternately uniform over [-1.5, +1.5], where a photo is nearly right, and over [-4,
++3]). Nothing from the held-out data. ``--no-best-frames`` leaves the best-exposed frames out (v4's samples).
 
 The loss is the mean of log(error + 1e-5) (the mean PSNR, capped at 50 dB), weighted ``--under-weight`` times
 where the gate gives less than the best strength: leaving a badly exposed photo uncorrected costs a user more
@@ -72,7 +73,9 @@ SIDE = 256  # every sample is read at this long side (the gate's features are re
 EPS = 1e-5  # the loss's floor: 50 dB
 START = 0.9  # every image's strength when the fit starts
 NEAR_EVS, ALL_EVS = (-1.5, 1.5), (-4.0, 3.0)
-KINDS = ("stack", "fusion", "photo", "render")
+KINDS = ("stack", "fusion", "photo", "render", "best")  # append only: sample files store the index
+LABELS = {"stack": "stack frames", "fusion": "fusions", "photo": "photos", "render": "renders",
+          "best": "best frames"}
 
 
 @dataclass(frozen=True)
@@ -144,9 +147,10 @@ def read_sample(model: nn.Module, gate: CorrectionGate, x: Tensor, y: Tensor, *,
 
 def gate_samples(model: nn.Module, data_root: Path, *, config: Path = DEFAULT_CONFIG,
                  fused_cache: str | Path | None = None, renders: int = 3, seed: int = 0,
-                 limit: int | None = None, pixels: int = 0) -> GateSamples:
+                 limit: int | None = None, pixels: int = 0, best_frames: bool = True) -> GateSamples:
     """The fit's samples from the training data (module docstring); ``limit``: at most N stack pairs and photos;
-    ``pixels``: keep that many pixels of each sample (:func:`read_sample`), which an output curve's fit needs."""
+    ``pixels``: keep that many pixels of each sample (:func:`read_sample`), which an output curve's fit needs;
+    ``best_frames``: each training scene's GT-rule frame as a good photo, its own target (v4.1; v4 had none)."""
     data = read_toml(config)["data"]
     gate = CorrectionGate(gate_config(model))
     rng = np.random.default_rng(seed)
@@ -171,6 +175,10 @@ def gate_samples(model: nn.Module, data_root: Path, *, config: Path = DEFAULT_CO
     for pair in fused if limit is None else fused[:limit]:
         y = load_image(pair.target)
         rows.append((*read(y, y), KINDS.index("fusion"), scenes.index(pair.name.rsplit("/", 1)[0]), False))
+    if best_frames:  # the frame every other frame of its scene is trained toward: a real well-exposed photo
+        for sid in scenes if limit is None else scenes[:limit]:
+            y = load_image(stacks.targets[sid])
+            rows.append((*read(y, y), KINDS.index("best"), scenes.index(sid), False))
     logger.info("%d stack samples (%.0f s)", len(rows), time.monotonic() - t0)
     held = tuple((data_root / "photos" / e).resolve() for e in data.get("synthetic_exclude", ()))
     photos = [p for p in find_images(data_root / "photos") if not any(p.resolve().is_relative_to(h) for h in held)]
@@ -298,19 +306,20 @@ def summary(samples: GateSamples, gate: CorrectionGate) -> str:
     for k, name in enumerate(KINDS):
         m = samples.kind == k
         if m.any():
-            lines.append(f"| {name} | {int(m.sum())} | {best[m].mean():.2f} | {w[m].mean():.2f} | "
+            lines.append(f"| {LABELS[name]} | {int(m.sum())} | {best[m].mean():.2f} | {w[m].mean():.2f} | "
                          f"{_psnr(samples.abc, one)[m].mean():.2f} / {_psnr(abc, one)[m].mean():.2f} / "
                          f"{_psnr(abc, w)[m].mean():.2f} / {_psnr(abc, best)[m].mean():.2f} |")
     return "\n".join(lines)
 
 
 def cross_validate(samples: GateSamples, config: GateConfig, *, folds: int = 5,
-                   under_weights: Sequence[float] = (4.0,), **fit_kwargs) -> str:
+                   under_weights: Sequence[float] = (4.0,), seeds: Sequence[int] = (0,), **fit_kwargs) -> str:
     """How a gate does on scenes and photos it was not fitted on: the groups (stack scenes and photos, each with
     its frames, fusion and renders) split into ``folds`` (every ``folds``-th group), a gate fitted on all but one
     fold and scored on that fold, for each under-weight. A markdown table, PSNR full / gated per kind of sample
     (with an output curve: full / curved / gated), the stack frames being the GT rule's under / over ones only (as
-    the held-out subsets)."""
+    the held-out subsets). With several ``seeds`` each under-weight gets a row per fit seed and their mean: one
+    seed's fit can land 0.25 dB apart from another's on the rule frames."""
     groups = samples.group.unique()
     if folds < 2 or len(groups) < folds:
         raise ValueError(f"cross-validation over {folds} folds needs at least 2 folds and as many groups; the "
@@ -319,26 +328,33 @@ def cross_validate(samples: GateSamples, config: GateConfig, *, folds: int = 5,
     fold_of[groups] = torch.arange(len(groups)) % folds
     fold = fold_of[samples.group]
     scored = {"rule frames": (samples.kind == KINDS.index("stack")) & samples.rule}
-    scored |= {f"{k}s": samples.kind == KINDS.index(k) for k in KINDS[1:]}
+    scored |= {LABELS[k]: samples.kind == KINDS.index(k) for k in KINDS[1:]}
     scored = {name: m for name, m in scored.items() if m.any()}
     curve = config.curve_steps > 0
     columns = "full / curved / gated" if curve else "full / gated"
     lines = [f"Correction gate, {folds}-fold cross-validation by scene and photo: PSNR {columns} (change)", "",
              "| under-weight | " + " | ".join(scored) + " |", "|---:|" + "---|" * len(scored)]
+    one = torch.ones(len(samples))
+    full = _psnr(samples.abc, one)
     for uw in under_weights:
-        w, abc = torch.ones(len(samples)), samples.abc.clone()
-        for f in range(folds):
-            held = fold == f
-            gate = fit(samples.subset(~held), config, under_weight=uw, **fit_kwargs)
-            abc[held], rise = curved_terms(samples.subset(held), gate)
-            with torch.no_grad():
-                w[held] = kept_strength(gate.strength(samples.features[held]), rise, config.brightening_only)
-        one = torch.ones_like(w)
-        full, curved, gated = _psnr(samples.abc, one), _psnr(abc, one), _psnr(abc, w)
-        cells = [f"{full[m].mean():.2f} / {f'{curved[m].mean():.2f} / ' if curve else ''}{gated[m].mean():.2f} "
-                 f"({(gated - full)[m].mean():+.2f})" for m in scored.values()]
-        lines.append(f"| {uw:g} | " + " | ".join(cells) + " |")
-        logger.info("under-weight %g done", uw)
+        runs = []
+        for seed in seeds:
+            w, abc = torch.ones(len(samples)), samples.abc.clone()
+            for f in range(folds):
+                held = fold == f
+                gate = fit(samples.subset(~held), config, under_weight=uw, seed=seed, **fit_kwargs)
+                abc[held], rise = curved_terms(samples.subset(held), gate)
+                with torch.no_grad():
+                    w[held] = kept_strength(gate.strength(samples.features[held]), rise, config.brightening_only)
+            runs.append(torch.stack([_psnr(abc, one), _psnr(abc, w)]))
+            logger.info("under-weight %g, seed %d done", uw, seed)
+        rows = [(f"{uw:g}" + (f", seed {s}" if len(seeds) > 1 else ""), r) for s, r in zip(seeds, runs, strict=True)]
+        if len(seeds) > 1:
+            rows.append((f"{uw:g}, mean of {len(seeds)} seeds", torch.stack(runs).mean(0)))
+        for label, (curved, gated) in rows:
+            cells = [f"{full[m].mean():.2f} / {f'{curved[m].mean():.2f} / ' if curve else ''}"
+                     f"{gated[m].mean():.2f} ({(gated - full)[m].mean():+.2f})" for m in scored.values()]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -430,7 +446,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "else 0; 8192 make a 2106-sample file about 310 MB)")
     p.add_argument("--brightening-only", action="store_true",
                    help="let the gate hold back only corrections that brighten (gate.brightening_only)")
+    p.add_argument("--no-best-frames", action="store_true",
+                   help="read no best-exposed stack frames as good photos (v4's samples; v4.1 reads them)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cv-seeds", metavar="S,S,...",
+                   help="--cv fits each fold once per seed and adds their mean (default: --seed alone)")
     p.add_argument("--check-heldout", action="store_true",
                    help="instead of fitting: run the gated --weights on the held-out scenes' best-exposed frames and "
                         "print what they do to them (needs --data)")
@@ -467,14 +487,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         cache = args.fused_cache or os.environ.get("RESTOREX_FUSED_CACHE") or None
         pixels = args.pixels if args.pixels is not None else PIXELS if args.curve_steps else 0
         samples = gate_samples(model, Path(args.data), config=Path(args.config), fused_cache=cache,
-                               renders=args.renders, seed=args.seed, limit=args.limit, pixels=pixels)
+                               renders=args.renders, seed=args.seed, limit=args.limit, pixels=pixels,
+                               best_frames=not args.no_best_frames)
         if args.samples:
             samples.save(args.samples)
     config = gate_config(model, args.hidden, brightening_only=args.brightening_only, curve_steps=args.curve_steps)
     if args.cv:
         weights = [float(v) for v in args.cv_weights.split(",")]
-        print(cross_validate(samples, config, folds=args.cv, under_weights=weights, steps=args.steps,
-                             seed=args.seed))
+        seeds = [int(v) for v in args.cv_seeds.split(",")] if args.cv_seeds else [args.seed]
+        print(cross_validate(samples, config, folds=args.cv, under_weights=weights, seeds=seeds, steps=args.steps))
         return
     gate = fit(samples, config, steps=args.steps, under_weight=args.under_weight, seed=args.seed)
     print(summary(samples, gate))
