@@ -272,8 +272,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_bundled_model_leaves_the_good_sample_alone_and_corrects_the_bad_ones():
-    """The shipped weights' gate on the README's samples (held-out scene House, not trained on): its exposure fusion
-    comes back bit for bit, the under- and over-exposed frames get the full correction."""
+    """The shipped weights' gate on the README's samples (held-out scenes House and Lighthouse, not trained on): the
+    House exposure fusion and its best-exposed camera frame come back bit for bit (v4's gate corrected that frame in
+    full), the under- and over-exposed frames get the full correction."""
     from restorex_io import read_image
 
     weights = ROOT / "weights" / "restorex-default.safetensors"
@@ -283,16 +284,18 @@ def test_the_bundled_model_leaves_the_good_sample_alone_and_corrects_the_bad_one
     if model.gate is None:
         pytest.skip("the bundled weights have no correction gate")
     sample = ROOT / "docs" / "sample"
-    good, under, over = (read_image(sample / n).tensor[:, :3] for n in
-                         ("house_good.png", "house_under.png", "lighthouse_over.png"))
+    good, best, under, over = (read_image(sample / n).tensor[:, :3] for n in
+                               ("house_good.png", "house_best.png", "house_under.png", "lighthouse_over.png"))
     with torch.inference_mode():
-        assert float(model.correction_strength(good)[0]) == 0.0
-        assert torch.equal(model.correct(good, seed=0), good)
+        for photo in (good, best):
+            assert float(model.correction_strength(photo)[0]) == 0.0
+            assert torch.equal(model.correct(photo, seed=0), photo)
         for bad in (under, over):
             assert float(model.correction_strength(bad)[0]) == 1.0
             assert torch.equal(model.correct(bad, seed=0), model.correct(bad, seed=0, auto_strength=False))
-        full = model.correct(good, seed=0, auto_strength=False)  # what v3 did to it: a visible restyling
-    assert float((full - good).abs().mean()) * 255 > 5
+        for photo in (good, best):  # what v3 did to them: a visible restyling
+            full = model.correct(photo, seed=0, auto_strength=False)
+            assert float((full - photo).abs().mean()) * 255 > 5
 
 
 def test_check_heldout_reports_what_the_gate_does_to_the_best_frames(tmp_path: Path, capsys):
