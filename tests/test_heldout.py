@@ -98,7 +98,7 @@ def data_root(tmp_path: Path) -> Path:
         d = root / "photos" / s
         d.mkdir(parents=True)
         for i in range(n):
-            Image.fromarray(_photo(10 * i + len(s))).save(d / f"{s}_{i}.png")
+            Image.fromarray(_photo(10 * i + len(s))).save(d / f"{i:04d}.png")  # numbered alike, as the real sets are
     cfg = tmp_path / "cfg.toml"
     cfg.write_text('[data]\nval_scenes = ["src/SceneA", "src/SceneB"]\nsynthetic_exclude = ["kodak24", "mcmaster"]\n')
     return root
@@ -111,7 +111,7 @@ def test_heldout_subsets_hold_the_right_items(data_root: Path, tmp_path: Path):
     # 2 scenes' rule frames against the rule frame and against the fusion; 3 held-out photos, each once under and
     # once over; the 3 photos and the 2 fused targets as they are
     assert [len(s) for s in subsets] == [2, 2, 2, 2, 3, 3, 3, 2]
-    subsets = {s.name: s for s in subsets}
+    subsets = subsets_by_name = {s.name: s for s in subsets}
     for k in range(2):
         rule, fused = subsets["stacks/under"][k], subsets["fused/under"][k]
         assert torch.equal(rule["input"], fused["input"]) and not torch.equal(rule["target"], fused["target"])
@@ -120,6 +120,9 @@ def test_heldout_subsets_hold_the_right_items(data_root: Path, tmp_path: Path):
     subsets = list(subsets.values())[4:6]
     names = [subsets[0][k]["name"] for k in range(3)] + [subsets[1][k]["name"] for k in range(3)]
     assert not any("bsds500" in n for n in names)  # only the held-out sets
+    assert len(set(names)) == 6 and {n.split("/")[0] for n in names} == {"kodak24", "mcmaster"}, names
+    identity = [subsets_by_name["photos/identity"][k]["name"] for k in range(3)]
+    assert sorted(identity) == ["kodak24/0000", "kodak24/0001", "mcmaster/0000"], identity
     evs = {float(n.split("@EV")[1]) for n in names}
     assert evs <= set(UNDER_EVS) | set(OVER_EVS) and len(evs) >= 4  # EVs cycle over the photos
     for k in range(3):

@@ -173,7 +173,7 @@ class _Cycled(Dataset):
         photo, over = divmod(i, 2)
         k = len(UNDER_EVS)
         item = (self.over if over else self.under)[photo * k + photo % k]
-        return {**item, "exposure": "over" if over else "under"}
+        return {**item, "name": _named(self.files[photo], item["name"]), "exposure": "over" if over else "under"}
 
 
 @dataclass
@@ -200,7 +200,13 @@ class _Identity(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         y = load_image(self.files[i])
-        return {"input": y, "target": y, "name": self.files[i].stem, "exposure": "identity"}
+        return {"input": y, "target": y, "name": _named(self.files[i], self.files[i].stem), "exposure": "identity"}
+
+
+def _named(path: Path, name: str) -> str:
+    """An item's name with its folder in front (``kodak24/0006@EV+1``, ``deepfuse/Seq_21``): the held-out photo sets
+    number their files alike, and per-image rows are joined by name."""
+    return f"{path.parent.name}/{name}"
 
 
 def heldout_subsets(data_root: str | Path, *, config: str | Path = DEFAULT_CONFIG, seed: int = 0,
