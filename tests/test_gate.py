@@ -193,6 +193,33 @@ def test_cross_validation_scores_each_fold_with_a_gate_that_never_saw_it():
         gate_fit.cross_validate(samples.subset(torch.arange(6)), config, folds=4)
 
 
+def test_an_ensemble_is_one_wider_gate_whose_logit_is_the_fits_mean():
+    samples = synthetic_samples()
+    config = GateConfig(hidden=16, prior_dim=16)
+    fits = [gate_fit.fit(samples, config, steps=200, seed=s) for s in (3, 4, 5)]
+    merged = gate_fit.fit_ensemble(samples, config, gate_fit.ensemble_seeds(1, 3), steps=200)
+    assert gate_fit.ensemble_seeds(1, 3) == [3, 4, 5] and gate_fit.ensemble_seeds(2, 1) == [2]
+    assert merged.config.hidden == 48 and merged.config.prior_dim == 16
+    with torch.no_grad():
+        logits = torch.stack([g.net(g.normalised(samples.features))[:, 0] for g in fits])
+        merged_logit = merged.net(merged.normalised(samples.features))[:, 0]
+        strengths = torch.stack([g.strength(samples.features) for g in fits])
+    torch.testing.assert_close(merged_logit, logits.mean(0))
+    assert (logits.std(0) > 1e-3).all()  # three different fits, not one three times
+    s = merged.strength(samples.features)
+    assert not torch.allclose(s, strengths.mean(0), atol=1e-4)  # the mean of the logits, not of the strengths
+    assert gate_fit.merge_gates(fits[:1]) is fits[0]
+    other = gate_fit.fit(samples.subset(torch.arange(200)), config, steps=5)
+    with pytest.raises(ValueError, match="different samples"):
+        gate_fit.merge_gates([fits[0], other])
+    with pytest.raises(ValueError, match="at least one"):
+        gate_fit.merge_gates([])
+    table = gate_fit.cross_validate(samples, config, folds=4, under_weights=(4.0,), seeds=(0, 1), ensemble=2,
+                                    steps=100)
+    rows = [line.split(" | ")[0].strip("| ") for line in table.splitlines() if line.startswith("| 4")]
+    assert rows == ["4, ensemble of 2 0-1", "4, ensemble of 2 2-3", "4, mean of 2 ensembles"], table
+
+
 def test_kept_strength_is_the_models_held_back():
     x = torch.rand(6, 3, 8, 8, generator=torch.Generator().manual_seed(2)) * 0.5
     corrected = (x + torch.linspace(-0.02, 0.03, 6).view(6, 1, 1, 1)).clamp(0, 1)
@@ -240,6 +267,16 @@ def test_the_cli_reads_the_training_data_fits_and_writes_gated_weights(tmp_path:
     gate_fit.main(args)  # the samples read back: no --data needed
     assert out.is_file()
     assert samples.pixels is None  # kept only for an output curve's fit
+    wide = tmp_path / "ensemble.safetensors"
+    gate_fit.main(["--weights", str(weights), "--out", str(wide), "--samples", str(cache), "--steps", "20",
+                   "--ensemble", "3"])
+    ensemble = load_checkpoint(wide).eval()
+    assert ensemble.config.gate.hidden == 3 * 128
+    with torch.inference_mode():
+        assert 0 <= float(ensemble.correction_strength(torch.rand(1, 3, 32, 32))) <= 1
+    with pytest.raises(SystemExit):
+        gate_fit.main([*args, "--ensemble", "2", "--curve-steps", "2"])
+    assert "leave out --curve-steps" in capsys.readouterr().err
     curved, with_pixels = tmp_path / "curved.safetensors", tmp_path / "pixels.pt"
     capsys.readouterr()
     with pytest.raises(SystemExit):

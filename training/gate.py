@@ -27,6 +27,8 @@ fit never saw) and prints what the gate does to each.
 ``--curve-steps N`` gives the gate an output curve (``restorex_core.arch.gate``), fitted first on :data:`PIXELS`
 pixels kept per sample (input, full correction and target at the same random positions), the strength then fitted
 on the curved correction; the samples must have been read with their pixels (``--pixels``).
+``--ensemble E`` fits E gates with E seeds and writes their mean logit as one gate E times as wide
+(:func:`merge_gates`); cross-validated it changed little (docs/weights_history.md, "Twenty-sixth session").
 """
 
 from __future__ import annotations
@@ -288,6 +290,40 @@ def fit(samples: GateSamples, config: GateConfig, *, steps: int = 3000, batch: i
     return gate.eval()
 
 
+def merge_gates(gates: Sequence[CorrectionGate]) -> CorrectionGate:
+    """One gate whose logit is the mean of ``gates``' logits: their hidden layers side by side (width the sum of
+    theirs), their last layers concatenated and divided by their number. Exact, not an approximation: the gate's MLP
+    has one hidden layer, so the mean of K of them is itself such an MLP. The gates must share their feature
+    statistics (fits on the same samples do) and have no output curve."""
+    if not gates:
+        raise ValueError("merge_gates needs at least one gate")
+    if len(gates) == 1:
+        return gates[0]
+    first = gates[0]
+    if any(g.curve_net is not None for g in gates):
+        raise ValueError("gates with an output curve cannot be merged: fit the ensemble without --curve-steps")
+    if any(not (torch.equal(g.feature_mean, first.feature_mean) and torch.equal(g.feature_std, first.feature_std))
+           for g in gates[1:]):
+        raise ValueError("the gates were fitted on different samples (their feature statistics differ)")
+    width = sum(g.config.hidden for g in gates)
+    merged = CorrectionGate(GateConfig(**{**vars(first.config), "hidden": width}))
+    k = len(gates)
+    with torch.no_grad():
+        merged.feature_mean.copy_(first.feature_mean)
+        merged.feature_std.copy_(first.feature_std)
+        merged.net[0].weight.copy_(torch.cat([g.net[0].weight for g in gates], 0))
+        merged.net[0].bias.copy_(torch.cat([g.net[0].bias for g in gates], 0))
+        merged.net[-1].weight.copy_(torch.cat([g.net[-1].weight for g in gates], 1) / k)
+        merged.net[-1].bias.copy_(torch.stack([g.net[-1].bias for g in gates]).mean(0))
+    return merged.eval()
+
+
+def fit_ensemble(samples: GateSamples, config: GateConfig, seeds: Sequence[int], **fit_kwargs) -> CorrectionGate:
+    """:func:`fit` once per seed, merged into one gate (:func:`merge_gates`): the seeds' mean logit. One fit's
+    strengths depend on its seed (cross-validated, by up to 0.25 dB on the rule frames); their mean does less."""
+    return merge_gates([fit(samples, config, seed=s, **fit_kwargs) for s in seeds])
+
+
 def _psnr(abc: Tensor, w: Tensor) -> Tensor:
     """(S, 3) error terms and (S,) strengths -> (S,) PSNR of the blend, capped at 50 dB."""
     a, b, c = abc.T
@@ -312,14 +348,29 @@ def summary(samples: GateSamples, gate: CorrectionGate) -> str:
     return "\n".join(lines)
 
 
+def ensemble_seeds(seed: int, ensemble: int) -> list[int]:
+    """The fit seeds of ensemble ``seed``: ``seed E`` to ``seed E + E - 1`` (``[seed]`` for E = 1), so that the
+    ensembles of seeds 0, 1, 2 share no fit."""
+    return [seed] if ensemble == 1 else list(range(seed * ensemble, (seed + 1) * ensemble))
+
+
+def _seed_label(seed: int, ensemble: int) -> str:
+    s = ensemble_seeds(seed, ensemble)
+    return f"{s[0]}" if len(s) == 1 else f"{s[0]}-{s[-1]}"
+
+
 def cross_validate(samples: GateSamples, config: GateConfig, *, folds: int = 5,
-                   under_weights: Sequence[float] = (4.0,), seeds: Sequence[int] = (0,), **fit_kwargs) -> str:
+                   under_weights: Sequence[float] = (4.0,), seeds: Sequence[int] = (0,), ensemble: int = 1,
+                   **fit_kwargs) -> str:
     """How a gate does on scenes and photos it was not fitted on: the groups (stack scenes and photos, each with
     its frames, fusion and renders) split into ``folds`` (every ``folds``-th group), a gate fitted on all but one
     fold and scored on that fold, for each under-weight. A markdown table, PSNR full / gated per kind of sample
     (with an output curve: full / curved / gated), the stack frames being the GT rule's under / over ones only (as
     the held-out subsets). With several ``seeds`` each under-weight gets a row per fit seed and their mean: one
-    seed's fit can land 0.25 dB apart from another's on the rule frames."""
+    seed's fit can land 0.25 dB apart from another's on the rule frames. With ``ensemble`` E > 1 every fold's
+    gate is an ensemble of E fits (:func:`fit_ensemble`), seed ``s`` standing for seeds ``s E`` to ``s E + E - 1``."""
+    if ensemble < 1:
+        raise ValueError(f"ensemble must be 1 or more fits, not {ensemble}")
     groups = samples.group.unique()
     if folds < 2 or len(groups) < folds:
         raise ValueError(f"cross-validation over {folds} folds needs at least 2 folds and as many groups; the "
@@ -342,15 +393,19 @@ def cross_validate(samples: GateSamples, config: GateConfig, *, folds: int = 5,
             w, abc = torch.ones(len(samples)), samples.abc.clone()
             for f in range(folds):
                 held = fold == f
-                gate = fit(samples.subset(~held), config, under_weight=uw, seed=seed, **fit_kwargs)
+                gate = fit_ensemble(samples.subset(~held), config, ensemble_seeds(seed, ensemble),
+                                    under_weight=uw, **fit_kwargs)
                 abc[held], rise = curved_terms(samples.subset(held), gate)
                 with torch.no_grad():
                     w[held] = kept_strength(gate.strength(samples.features[held]), rise, config.brightening_only)
             runs.append(torch.stack([_psnr(abc, one), _psnr(abc, w)]))
             logger.info("under-weight %g, seed %d done", uw, seed)
-        rows = [(f"{uw:g}" + (f", seed {s}" if len(seeds) > 1 else ""), r) for s, r in zip(seeds, runs, strict=True)]
+        name = f"ensemble of {ensemble}" if ensemble > 1 else "seed"
+        rows = [(f"{uw:g}" + (f", {name} {_seed_label(s, ensemble)}" if len(seeds) > 1 or ensemble > 1 else ""), r)
+                for s, r in zip(seeds, runs, strict=True)]
         if len(seeds) > 1:
-            rows.append((f"{uw:g}, mean of {len(seeds)} seeds", torch.stack(runs).mean(0)))
+            rows.append((f"{uw:g}, mean of {len(seeds)} " + ("ensembles" if ensemble > 1 else "seeds"),
+                         torch.stack(runs).mean(0)))
         for label, (curved, gated) in rows:
             cells = [f"{full[m].mean():.2f} / {f'{curved[m].mean():.2f} / ' if curve else ''}"
                      f"{gated[m].mean():.2f} ({(gated - full)[m].mean():+.2f})" for m in scored.values()]
@@ -451,10 +506,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cv-seeds", metavar="S,S,...",
                    help="--cv fits each fold once per seed and adds their mean (default: --seed alone)")
+    p.add_argument("--ensemble", type=int, default=1, metavar="E",
+                   help="fit E gates (seeds E x --seed to E x --seed + E - 1) and ship their mean logit as one "
+                        "gate E times as wide (merge_gates); with --cv, every fold's gate is such an ensemble "
+                        "(default 1: one fit)")
     p.add_argument("--check-heldout", action="store_true",
                    help="instead of fitting: run the gated --weights on the held-out scenes' best-exposed frames and "
                         "print what they do to them (needs --data)")
     args = p.parse_args(argv)
+    if args.ensemble < 1:
+        p.error(f"--ensemble must be 1 or more, not {args.ensemble}")
+    if args.ensemble > 1 and args.curve_steps:
+        p.error("--ensemble merges gates without an output curve: leave out --curve-steps")
     if args.check_heldout:
         if not args.data:
             p.error("--check-heldout needs --data: the folder holding stacks/")
@@ -495,9 +558,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.cv:
         weights = [float(v) for v in args.cv_weights.split(",")]
         seeds = [int(v) for v in args.cv_seeds.split(",")] if args.cv_seeds else [args.seed]
-        print(cross_validate(samples, config, folds=args.cv, under_weights=weights, seeds=seeds, steps=args.steps))
+        print(cross_validate(samples, config, folds=args.cv, under_weights=weights, seeds=seeds,
+                             ensemble=args.ensemble, steps=args.steps))
         return
-    gate = fit(samples, config, steps=args.steps, under_weight=args.under_weight, seed=args.seed)
+    gate = fit_ensemble(samples, config, ensemble_seeds(args.seed, args.ensemble), steps=args.steps,
+                        under_weight=args.under_weight)
     print(summary(samples, gate))
     print(f"wrote {export(model, gate, args.out, dtype=stored_dtype(args.weights))}")  # as --weights stores it
 
