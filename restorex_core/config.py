@@ -1,4 +1,4 @@
-"""The whole model's configuration: one frozen dataclass of the four networks' configs."""
+"""The whole model's configuration: one frozen dataclass of the networks' configs and the output's steps."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from typing import Any
 
 from .arch.clip_vit import ClipVisionConfig
 from .arch.gate import GateConfig
+from .arch.highlights import HighlightConfig
 from .arch.pem import PEMConfig
 from .arch.prior_diffusion import FFEDMConfig
 from .arch.restormer import RestormerConfig
 from .arch.tone import ToneConfig
 
 _SECTIONS = {"clip": ClipVisionConfig, "pem": PEMConfig, "ffedm": FFEDMConfig, "restormer": RestormerConfig,
-             "tone": ToneConfig, "gate": GateConfig}
+             "tone": ToneConfig, "gate": GateConfig, "highlights": HighlightConfig}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,6 +26,7 @@ class RestoreXConfig:
     restormer: RestormerConfig = field(default_factory=RestormerConfig)
     tone: ToneConfig = field(default_factory=ToneConfig)  # knots = 0: none (the paper's model)
     gate: GateConfig = field(default_factory=GateConfig)  # hidden = 0: none (the paper's model)
+    highlights: HighlightConfig = field(default_factory=HighlightConfig)  # level = 0: none (the paper's model)
 
     def __post_init__(self) -> None:
         n, d = len(self.clip.taps), self.pem.dim

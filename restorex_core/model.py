@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from .arch.clip_vit import ClipVision
 from .arch.gate import CorrectionGate, apply_output_curve, held_back
+from .arch.highlights import keep_highlights
 from .arch.pem import PriorExtraction
 from .arch.prior_diffusion import FFEDM
 from .arch.restormer import PriorRestormer
@@ -51,7 +52,9 @@ class RestoreX(nn.Module):
     global tone path, not in the paper: a curve per channel read off the input, applied before the Restormer;
     only when ``config.tone.knots > 0``) and ``gate`` (the correction gate, not in the paper: how much of the
     correction each image gets, read off the input; only when ``config.gate.hidden > 0``; with
-    ``gate.curve_steps > 0`` it also picks an output curve, applied after the Restormer).
+    ``gate.curve_steps > 0`` it also picks an output curve, applied after the Restormer). With
+    ``config.highlights.level > 0`` the input's clipped regions are lifted back to a bright highlight after the
+    Restormer (:mod:`restorex_core.arch.highlights`; not in the paper).
 
     Images everywhere are (B, C, H, W) float in [0, 1] with C in {1, 3, 4} and any H, W >= 1; outputs have
     the same shape, clamped to [0, 1]. Nothing here disables gradients: wrap inference in
@@ -230,8 +233,8 @@ class RestoreX(nn.Module):
         curves: Tensor | None = None,
         output_curve: Tensor | None = None,
     ) -> Tensor:
-        """Run the Restormer with the priors injected (after the tone path's curves and before the output curve,
-        for a model with them).
+        """Run the Restormer with the priors injected (after the tone path's curves and before the output curve
+        and the clipped highlights' lift, for a model with them).
 
         ``tile`` bounds memory: the Restormer runs over overlapping tiles blended with feathered weights,
         while everything global stays global: the priors, and the attention maps of every MDTA block, taken
@@ -305,6 +308,7 @@ class RestoreX(nn.Module):
         out = out.to(images.device, images.dtype).clamp(0.0, 1.0)
         if self.has_output_curve:
             out = apply_output_curve(out, output_curve)
+        out = keep_highlights(split.rgb, out, self.config.highlights)  # off unless the weights ask for it
         return split.merge(out)
 
     def _run_backing_off(self, rgb: Tensor, vectors: list[Tensor], tile: int | None, overlap: int, planned: bool,

@@ -333,6 +333,18 @@ def test_the_bundled_model_leaves_the_good_sample_alone_and_corrects_the_bad_one
         for photo in (good, best):  # what v3 did to them: a visible restyling
             full = model.correct(photo, seed=0, auto_strength=False)
             assert float((full - photo).abs().mean()) * 255 > 5
+        # the lighthouse's blown sky: v3's network makes it a grey-beige veil (99th-percentile luma 214 /255);
+        # the shipped highlight step gives it back bright, and leaves what is not clipped as the network made it
+        lifted = model.correct(over, seed=0)
+        plain = RestoreX(model.config.replace(highlights={"level": 0.0}),
+                         clip=None if model.config.clip.trainable else model.clip).eval()
+        plain.load_state_dict(model.state_dict())
+        veil = plain.correct(over, seed=0)
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    top = [float(torch.quantile((img * luma).sum(1).flatten(), 0.99)) * 255 for img in (veil, lifted)]
+    assert top[0] < 220 and top[1] > 230, top
+    unclipped = over.amin(1, keepdim=True).expand_as(over) < 0.9
+    assert torch.equal(lifted[unclipped], veil[unclipped])
 
 
 def test_check_heldout_reports_what_the_gate_does_to_the_best_frames(tmp_path: Path, capsys):
