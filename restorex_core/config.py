@@ -14,6 +14,10 @@ from .arch.prior_diffusion import FFEDMConfig
 from .arch.restormer import RestormerConfig
 from .arch.tone import ToneConfig
 
+# values renamed since checkpoints were first written: (section, key) -> {old: new}, so old files still load
+# (the v2 weights, commit 7297121, store ffedm.objective = "x0", named "sample" since)
+_RENAMED = {("ffedm", "objective"): {"x0": "sample"}}
+
 _SECTIONS = {"clip": ClipVisionConfig, "pem": PEMConfig, "ffedm": FFEDMConfig, "restormer": RestormerConfig,
              "tone": ToneConfig, "gate": GateConfig, "highlights": HighlightConfig}
 
@@ -81,6 +85,9 @@ class RestoreXConfig:
         sections = {}
         for name, section_cls in _SECTIONS.items():
             values = dict(data.get(name, {}))
+            for (section, key), renamed in _RENAMED.items():
+                if section == name and values.get(key) in renamed:
+                    values[key] = renamed[values[key]]
             known = {f.name for f in fields(section_cls)}
             if set(values) - known:
                 raise ValueError(f"unknown keys {sorted(set(values) - known)} in config section {name!r}; "

@@ -200,6 +200,13 @@ def test_config_round_trip_and_validation():
         assert RestoreXConfig.from_dict(cfg.to_dict()) == cfg
     tiny = RestoreXConfig.tiny()
     assert tiny.replace(restormer={"dim": 16}).restormer.dim == 16
+    old = tiny.to_dict()  # the v2 weights were written before ffedm.objective "x0" was renamed "sample"
+    old["ffedm"]["objective"] = "x0"
+    del old["highlights"]  # and before the highlight step: it is off
+    assert RestoreXConfig.from_dict(old) == tiny
+    old["ffedm"]["objective"] = "x1"
+    with pytest.raises(ValueError, match="ffedm.objective must be"):
+        RestoreXConfig.from_dict(old)
     with pytest.raises(ValueError, match="pem.in_dim 32 != clip.width 48"):
         dataclasses.replace(tiny, clip=dataclasses.replace(tiny.clip, width=48))
     with pytest.raises(ValueError, match="unknown keys"):
