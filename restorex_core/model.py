@@ -190,6 +190,16 @@ class RestoreX(nn.Module):
             return None
         return self.gate(*self._raw_prior_features(images, priors, "the correction gate"))
 
+    def gate_reads(self, images: Tensor, priors: Priors | None = None, *,
+                   strength: bool = True) -> tuple[Tensor | None, Tensor | None]:
+        """The gate's strengths (:meth:`correction_strength`; None unless ``strength``) and output curves
+        (:meth:`output_curves`) for ``images``, from one reading of the gate's features: (None, None) for a model
+        without a gate, and nothing read when neither is wanted."""
+        if self.gate is None or not (strength or self.has_output_curve):
+            return None, None
+        features = self.gate.features(*self._raw_prior_features(images, priors, "the correction gate"))
+        return (self.gate.strength(features) if strength else None), self.gate.output_curve(features)
+
     @property
     def has_output_curve(self) -> bool:
         return self.gate is not None and self.gate.curve_net is not None
@@ -444,11 +454,10 @@ class RestoreX(nn.Module):
         if interrupt is not None:
             interrupt()
         raw = self.extract_priors(images, source="input")
-        gate = self.correction_strength(images, raw) if auto_strength else None
+        gate, finish = self.gate_reads(images, raw, strength=auto_strength)
         if gate is not None and not self.config.gate.brightening_only and not bool((gate > 0).any()):
             return images.clone()  # the gate leaves every image as it is: no need to run the Restormer
         curves = self.tone_curves(images, raw)
-        finish = self.output_curves(images, raw)
         priors = self.enhance_priors(raw, steps=steps, seed=seed, interrupt=interrupt)
         out = self.restore(images, priors, tile=tile, overlap=overlap, max_memory=max_memory, progress=progress,
                            interrupt=interrupt, curves=curves, output_curve=finish)

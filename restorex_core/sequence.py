@@ -288,10 +288,11 @@ def plan_sequence(model: RestoreX, frames: Sequence[Tensor], *, window: int, hol
         raw = model.extract_priors(x, source="input")
         if model.tone is not None:
             per_curves.append(model.tone_curves(x, raw).cpu())
-        if model.gate is not None:
-            per_strength.append(model.correction_strength(x, raw).cpu())
-        if model.has_output_curve:
-            per_finish.append(model.output_curves(x, raw).cpu())
+        strength, output_curve = model.gate_reads(x, raw)  # one reading of the gate's features for both
+        if strength is not None:
+            per_strength.append(strength.cpu())
+        if output_curve is not None:
+            per_finish.append(output_curve.cpu())
         per_frame.append(model.enhance_priors(raw, steps=steps, seed=seed))
         if window == 1:
             continue
